@@ -1,0 +1,243 @@
+package crdt
+
+import (
+	"fmt"
+	"slices"
+)
+
+// store appends a permitted op to its author's chain and applies its
+// effects, staging every write in b.
+func (r *Realm) store(b *Batch, op *Op, res *Result) error {
+	v := view{r.st, b}
+	st := op.Stamp()
+	b.put(r.keys.op(op.Author, op.Seq), op.Bytes())
+	r.setHead(b, op)
+	r.clock.Observe(op.Clock)
+	res.Stored = append(res.Stored, op)
+
+	if g, ok := op.Body.(*Genesis); ok {
+		r.genesis = op
+		r.meta = Meta{Name: g.Name, Creator: op.Author, Created: op.Clock}
+		b.put(realmsPrefix+r.id.String(), []byte{})
+		b.put(r.keys.mship(st), []byte{})
+		return r.rebuildACL(b, res)
+	}
+	if isMembership(op.Kind()) {
+		b.put(r.keys.mship(st), []byte{})
+		i, _ := slices.BinarySearchFunc(r.mship, st, func(o *Op, s Stamp) int {
+			return o.Stamp().Compare(s)
+		})
+		r.mship = slices.Insert(r.mship, i, op)
+		return r.rebuildACL(b, res)
+	}
+	key, ok := objectOf(op.Body)
+	if !ok {
+		return nil // an unknown kind: kept and passed on, no effect here
+	}
+	b.put(r.keys.objectOp(key, st), []byte{})
+	if !r.acl.dataValid(op.Author, op.Seq, r.frozen) {
+		return nil // stored without effect; revalidate brings it in if that changes
+	}
+	old, err := r.object(v, key)
+	if err != nil {
+		return err
+	}
+	var obj *Object
+	switch {
+	case old == nil:
+		obj = &Object{Key: key}
+		obj.fold(op)
+	case old.Updated.Less(st) || old.canFoldOutOfOrder(op):
+		obj = cloneObject(old)
+		obj.fold(op)
+	default:
+		if obj, err = r.refold(v, key); err != nil {
+			return err
+		}
+	}
+	r.putObject(b, old, obj, res)
+	return nil
+}
+
+func isMembership(k Kind) bool {
+	switch k {
+	case KindGenesis, KindGrant, KindRole, KindRevoke, KindLeave,
+		KindRevokeOffer, KindRedeem, KindEpoch:
+		return true
+	}
+	return false
+}
+
+func (r *Realm) setHead(b *Batch, op *Op) {
+	h := &head{seq: op.Seq, hash: op.Hash(), clock: op.Clock}
+	r.heads[op.Author] = h
+	w := writer{}
+	w.u64(h.seq)
+	w.hash(h.hash)
+	w.u64(uint64(h.clock))
+	b.put(r.keys.head(op.Author), w.b)
+}
+
+// object reads an object's stored state; nil if it was never written.
+func (r *Realm) object(v view, key ObjectKey) (*Object, error) {
+	raw, err := v.get(r.keys.object(key))
+	if isNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read object: %w", err)
+	}
+	return decodeObject(raw)
+}
+
+// cloneObject copies what fold may change in place, so that the stored
+// (and perhaps shared) decoded value is never modified.
+func cloneObject(o *Object) *Object {
+	c := *o
+	c.Fields = slices.Clone(o.Fields)
+	c.Counters = slices.Clone(o.Counters)
+	c.Sets = slices.Clone(o.Sets)
+	for i := range c.Sets {
+		c.Sets[i].Elems = slices.Clone(c.Sets[i].Elems)
+		for j := range c.Sets[i].Elems {
+			c.Sets[i].Elems[j].Tags = slices.Clone(c.Sets[i].Elems[j].Tags)
+		}
+	}
+	return &c
+}
+
+// refold rebuilds an object from scratch by folding every op that touched
+// it, in realm order, skipping ops the membership voids.
+func (r *Realm) refold(v view, key ObjectKey) (*Object, error) {
+	obj := &Object{Key: key}
+	prefix := r.keys.objectOps(key)
+	var stamps []Stamp
+	err := v.scan(prefix, func(k string, _ []byte) bool {
+		s, err := parseStampKey(k[len(prefix):])
+		if err == nil {
+			stamps = append(stamps, s)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("refold %s/%s: %w", key.Collection, key.ID, err)
+	}
+	for _, s := range stamps {
+		if !r.acl.dataValid(s.Author, s.Seq, r.frozen) {
+			continue
+		}
+		op, err := r.op(v, s.Author, s.Seq)
+		if err != nil {
+			return nil, fmt.Errorf("refold %s/%s: %w", key.Collection, key.ID, err)
+		}
+		obj.fold(op)
+	}
+	return obj, nil
+}
+
+// putObject stages an object's new state with its message index entry and
+// the realm digest.
+func (r *Realm) putObject(b *Batch, old, obj *Object, res *Result) {
+	key := obj.Key
+	if key.Collection == MessagesCollection {
+		if old.visibleMsg() && (!obj.visible() || old.Created != obj.Created) {
+			b.del(r.keys.message(old.Created))
+		}
+		if obj.visible() {
+			b.put(r.keys.message(obj.Created), []byte(key.ID))
+		}
+	}
+	xorInto(&r.objDig, old.digest())
+	xorInto(&r.objDig, obj.digest())
+	b.put(r.keys.digest(), slices.Clone(r.objDig[:]))
+	if obj.Created.IsZero() && obj.Tomb.IsZero() {
+		b.del(r.keys.object(key)) // every op that touched it is void
+	} else {
+		b.put(r.keys.object(key), obj.encode())
+	}
+	res.addObject(key)
+}
+
+func (o *Object) visibleMsg() bool { return o != nil && o.visible() }
+
+// rebuildACL replays the membership ops and refolds every object touched
+// by a data op whose validity that changed.
+func (r *Realm) rebuildACL(b *Batch, res *Result) error {
+	old := r.acl
+	r.acl = buildACL(r.genesis, r.mship, r.frozen)
+	res.Members = true
+	return r.revalidate(b, old, r.frozen, res)
+}
+
+// revalidate refolds the objects touched by ops whose validity differs
+// between the old membership and the current one.
+func (r *Realm) revalidate(b *Batch, old *acl, oldFrozen map[PublicKey]uint64, res *Result) error {
+	v := view{r.st, b}
+	var touched []ObjectKey
+	seen := make(map[ObjectKey]bool)
+	for author, ranges := range changedRanges(old, r.acl, r.heads, oldFrozen, r.frozen) {
+		for _, rg := range ranges {
+			for seq := rg[0]; seq <= rg[1]; seq++ {
+				op, err := r.op(v, author, seq)
+				if err != nil {
+					return fmt.Errorf("revalidate: %w", err)
+				}
+				if k, ok := objectOf(op.Body); ok && !seen[k] {
+					seen[k] = true
+					touched = append(touched, k)
+				}
+			}
+		}
+	}
+	for _, k := range touched {
+		old, err := r.object(v, k)
+		if err != nil {
+			return err
+		}
+		obj, err := r.refold(v, k)
+		if err != nil {
+			return err
+		}
+		r.putObject(b, old, obj, res)
+	}
+	return nil
+}
+
+// ApplyEvidence records that an author signed two different ops at one
+// seq. From that seq on, none of the author's ops has any effect, on every
+// replica that has seen the evidence, so replicas that kept different
+// halves of the fork still agree. The caller should pass the evidence on.
+func (r *Realm) ApplyEvidence(b *Batch, e *Equivocation) (*Result, error) {
+	res := &Result{}
+	x, y := e.Held, e.Got
+	if x.Author != y.Author || x.Seq != y.Seq || x.Hash() == y.Hash() {
+		return res, fmt.Errorf("evidence: %w: not two ops at one position", ErrMalformed)
+	}
+	if err := r.checkRealm(x); err != nil {
+		return res, err
+	}
+	if err := r.checkRealm(y); err != nil {
+		return res, err
+	}
+	if err := x.VerifySignature(); err != nil {
+		return res, err
+	}
+	if err := y.VerifySignature(); err != nil {
+		return res, err
+	}
+	if f, ok := r.frozen[x.Author]; ok && f <= x.Seq {
+		return res, nil
+	}
+	oldFrozen := make(map[PublicKey]uint64, len(r.frozen)+1)
+	for k, v := range r.frozen {
+		oldFrozen[k] = v
+	}
+	r.frozen[x.Author] = x.Seq
+	w := writer{}
+	w.u64(x.Seq)
+	b.put(r.keys.equiv(x.Author), w.b)
+	old := r.acl
+	r.acl = buildACL(r.genesis, r.mship, r.frozen)
+	res.Members = true
+	return res, r.revalidate(b, old, oldFrozen, res)
+}

@@ -1,0 +1,133 @@
+// Package crdt decides what a realm's state is.
+//
+// It is a pure, deterministic core: it does no I/O of its own, starts no
+// goroutine and never reads the clock. Wall time comes in as an argument
+// (milliseconds since the Unix epoch), randomness too (the nonce of a new
+// realm), and persisted state is read through the Storage interface and
+// written back only as a Batch that the caller commits.
+//
+// # Ops
+//
+// Every change to a realm is an Op: a header (realm id, author key, seq,
+// hash of the author's previous op, hybrid logical clock, key epoch) and a
+// Body of one Kind, signed by the author's ed25519 key. The encoding is
+// canonical (fixed-width big-endian integers, length-prefixed strings,
+// sorted lists): one value has one encoding, so hashes and signatures agree
+// on every machine. An op's hash is the SHA-256 of its whole encoding,
+// signature included. A realm's id is the hash of its genesis op.
+//
+// Each author's ops in a realm form a chain numbered 1..n, each naming the
+// hash of the one before. A single op is checked by its signature. A
+// contiguous range is checked by its hash links and the last op's signature
+// only (ApplyRange): that signature covers the hash of every op before it.
+// Two different ops with one (author, seq) are an equivocation: Apply
+// returns an *Equivocation holding both, and ApplyEvidence records it so
+// that none of the author's ops from that seq on has any effect, on every
+// replica that has seen the pair.
+//
+// An op of a kind this version does not know decodes as *Unknown; it is
+// stored and passed on like any other, needs the writer role, and changes
+// no state here, so it does not change the digest either.
+//
+// # Realm order and merge rules
+//
+// Ops are ordered by Stamp: (clock, author, seq). Clocks strictly increase
+// along a chain, so no two ops share a stamp. An object's state is defined
+// as the fold of its permitted ops in realm order:
+//
+//   - Set writes fields; each field is a last-writer-wins register, so the
+//     write with the greatest (clock, author) wins.
+//   - Delete clears the object and leaves a tombstone at its stamp. A later
+//     write brings the object back with only what that write sets; a write
+//     older than the tombstone stays deleted.
+//   - Counter adds to a counter field: counters sum every addition since the
+//     last delete.
+//   - SetAdd adds an element, tagged with the op's hash; SetRemove removes
+//     the tags its author had seen. An addition the remover had not seen
+//     survives: sets are add-wins.
+//   - Chat messages are objects in the "messages" collection. Messages lists
+//     them by the stamp of the op that created them, the same order on every
+//     replica.
+//
+// The engine applies an op to the stored object directly when it sorts
+// after everything folded in so far, or when it commutes with what it
+// missed (field writes and counter additions newer than the tombstone);
+// otherwise it folds the object again from its ops. Either way the result
+// is the fold, so the state is a function of the set of ops alone.
+//
+// # Membership
+//
+// Membership lives in the log. The genesis author is the first admin.
+// Roles are ordered reader < writer < admin; a member's role is a function
+// of the seq of its own chain, so every replica judges each op the same way
+// whenever it arrives:
+//
+//   - Only admins grant, change roles, revoke, revoke offers, record
+//     redemptions and start key epochs. Writers also write data. Readers
+//     write nothing but their own Leave.
+//   - Grant admits a member from FromSeq of its chain (1 for a newcomer;
+//     past the member's own head when it comes back, which the acceptance
+//     handshake tells the admin). Granting a current member does nothing.
+//   - ChangeRole gives a new role from FromSeq on (never before the start of
+//     the member's current role).
+//   - Revoke names LastSeq, the last op of the member's chain that stays
+//     valid; Leave ends the author's own membership after itself. Every
+//     replica keeps exactly those ops of the member, whatever order it saw
+//     things in, and undoes what it had applied of later ones.
+//
+// Membership ops are replayed in realm order, each judged by its author's
+// role at its seq as the replay stands. When a revoke voids a membership op
+// of the revoked member that the replay had already applied (an op earlier
+// in realm order, later in the member's chain, so the revoking admin had not
+// seen it) that op is marked void and the replay starts again; void marks
+// only accumulate, so this ends. The rule for concurrent admin actions
+// follows: when two admins revoke each other without having seen the
+// other's revoke, the revoke that sorts first in realm order (the earlier
+// clock; the smaller author key on a tie) takes effect, and the other, made
+// by a member already cut off at that seq, does not.
+//
+// A single op (from gossip) that its author's role does not allow is
+// refused with ErrNotPermitted or ErrNotMember. The same op inside a catch-up
+// range is stored without effect (Result.Void) instead, provided its author
+// has ever been a member, so that the chain stays whole and the author's
+// later ops, which a later grant may allow, can follow it.
+//
+// # Clocks
+//
+// Timestamps are hybrid logical clocks: wall milliseconds in the high 48
+// bits and a counter in the low 16. Every op applied moves the realm's
+// clock past its own, so local writes sort after everything seen. An op
+// stamped more than MaxClockSkew ahead of the wall time passed in is held
+// back in memory, neither applied nor dropped, until Tick sees the wall
+// clock catch up; since no op is ever judged by the local clock otherwise,
+// a skewed clock delays ops but never makes replicas differ for good.
+//
+// # Digest
+//
+// Digest hashes the visible state: every visible object (its fields,
+// counters, set elements and creating stamp, which fixes message order),
+// the members with their roles and names, offer use counts and revocations,
+// and the key epoch. It is kept incrementally (an XOR of per-object hashes)
+// and is equal on two replicas exactly when their queries show the same.
+//
+// # The caller's duties, in order
+//
+//  1. Serialise calls on one Realm; it is not safe for concurrent use.
+//  2. Decode bytes from the network with DecodeOp, which enforces
+//     MaxOpSize and the canonical form, before passing ops in.
+//  3. Pass a fresh Batch to each call (or one batch to several calls), and
+//     commit it to the Storage atomically, durably where acknowledgements
+//     depend on it, before telling anyone the op was applied.
+//  4. Keep every Batch the engine handed out readable through Storage until
+//     it is committed: the engine reads its own earlier writes.
+//  5. If a commit fails, drop the Realm and Open it again: its memory
+//     already holds what the batch said.
+//  6. When Result.Held is non-zero, fetch the ranges that Missing names
+//     from a peer and pass them to ApplyRange; call Tick every few seconds.
+//  7. On an *Equivocation, pass ApplyEvidence the pair, and pass the pair on.
+//  8. Publish the ops in Result.Stored that were made here (Write).
+//
+// Errors from decoding and from checking an op (ErrMalformed, ErrTooLarge,
+// ErrBadSignature, ErrWrongRealm, ErrBrokenChain, ErrNotMember,
+// ErrNotPermitted, ErrEquivocation, ErrClock) leave the realm unchanged.
+package crdt

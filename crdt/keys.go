@@ -1,0 +1,72 @@
+package crdt
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+)
+
+// Storage keys. Every key is printable text: hex where it holds binary or
+// user-chosen data, since hex keeps byte order and never contains '/'.
+// All keys of one realm share the prefix "r/<realm id>/".
+//
+//	realms/<id>                       a realm this store holds
+//	r/<id>/meta                       name, genesis author, creation time
+//	r/<id>/dig                        XOR of the digests of all objects
+//	r/<id>/h/<author>                 chain head: seq, hash, clock
+//	r/<id>/o/<author>/<seq>           an op, canonical encoding
+//	r/<id>/g/<stamp>                  a membership op, in realm order
+//	r/<id>/e/<author>                 first equivocated seq of an author
+//	r/<id>/b/<coll>/<obj>             an object's materialised state
+//	r/<id>/x/<coll>/<obj>/<stamp>     an op that touched the object
+//	r/<id>/n/<stamp>                  a message, in realm order
+const realmsPrefix = "realms/"
+
+type keys struct{ p string }
+
+func newKeys(id RealmID) keys { return keys{p: "r/" + id.String() + "/"} }
+
+func (k keys) meta() string                   { return k.p + "meta" }
+func (k keys) digest() string                 { return k.p + "dig" }
+func (k keys) heads() string                  { return k.p + "h/" }
+func (k keys) head(a PublicKey) string        { return k.p + "h/" + a.String() }
+func (k keys) equivs() string                 { return k.p + "e/" }
+func (k keys) equiv(a PublicKey) string       { return k.p + "e/" + a.String() }
+func (k keys) mships() string                 { return k.p + "g/" }
+func (k keys) mship(s Stamp) string           { return k.p + "g/" + stampKey(s) }
+func (k keys) messages() string               { return k.p + "n/" }
+func (k keys) message(s Stamp) string         { return k.p + "n/" + stampKey(s) }
+func (k keys) collection(c string) string     { return k.p + "b/" + hexStr(c) + "/" }
+func (k keys) object(o ObjectKey) string      { return k.collection(o.Collection) + hexStr(o.ID) }
+func (k keys) objectOps(o ObjectKey) string   { return k.p + "x/" + hexStr(o.Collection) + "/" + hexStr(o.ID) + "/" }
+func (k keys) objectOp(o ObjectKey, s Stamp) string { return k.objectOps(o) + stampKey(s) }
+
+func (k keys) op(a PublicKey, seq uint64) string {
+	return fmt.Sprintf("%so/%s/%016x", k.p, a, seq)
+}
+
+func hexStr(s string) string { return hex.EncodeToString([]byte(s)) }
+
+// stampKey encodes a stamp so that key order is realm order.
+func stampKey(s Stamp) string {
+	var b [8 + 32 + 8]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(s.Clock))
+	copy(b[8:40], s.Author[:])
+	binary.BigEndian.PutUint64(b[40:], s.Seq)
+	return hex.EncodeToString(b[:])
+}
+
+func parseStampKey(k string) (Stamp, error) {
+	var b [8 + 32 + 8]byte
+	if len(k) != 2*len(b) {
+		return Stamp{}, fmt.Errorf("%w: stamp key of %d bytes", ErrMalformed, len(k))
+	}
+	if _, err := hex.Decode(b[:], []byte(k)); err != nil {
+		return Stamp{}, fmt.Errorf("%w: stamp key: %v", ErrMalformed, err)
+	}
+	var s Stamp
+	s.Clock = Timestamp(binary.BigEndian.Uint64(b[:8]))
+	copy(s.Author[:], b[8:40])
+	s.Seq = binary.BigEndian.Uint64(b[40:])
+	return s, nil
+}

@@ -1,0 +1,340 @@
+package crdt
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+)
+
+// MessagesCollection is the collection that holds chat messages. Its
+// objects are also listed in realm order by Realm.Messages.
+const MessagesCollection = "messages"
+
+// ObjectKey names an object: a collection and an id within it.
+type ObjectKey struct{ Collection, ID string }
+
+// Object is the merged state of one object.
+type Object struct {
+	Key      ObjectKey
+	Fields   []FieldState   // sorted by name
+	Counters []CounterState // sorted by name
+	Sets     []SetState     // sorted by name
+	Deleted  bool           // the newest event was a delete
+	Created  Stamp          // the op that made it visible last
+	Updated  Stamp          // the newest op folded in
+	Tomb     Stamp          // the newest delete; zero if none
+}
+
+// FieldState is a last-writer-wins register: the value of the newest write.
+type FieldState struct {
+	Name  string
+	Value []byte
+	At    Stamp
+}
+
+// CounterState is the sum of all additions to a counter field since the
+// object's last delete.
+type CounterState struct {
+	Name  string
+	Value int64
+}
+
+// SetState is an add-wins set field.
+type SetState struct {
+	Name  string
+	Elems []SetElem // sorted by value
+}
+
+// SetElem is one element of a set field and the additions that keep it
+// there. An element with no tags left is not in the set.
+type SetElem struct {
+	Value []byte
+	Tags  []Hash // sorted
+}
+
+// Field returns the value of the named field and whether it is set.
+func (o *Object) Field(name string) ([]byte, bool) {
+	i, ok := slices.BinarySearchFunc(o.Fields, name, func(f FieldState, n string) int {
+		return cmpStr(f.Name, n)
+	})
+	if !ok {
+		return nil, false
+	}
+	return o.Fields[i].Value, true
+}
+
+// Counter returns the value of the named counter field.
+func (o *Object) Counter(name string) int64 {
+	for _, c := range o.Counters {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return 0
+}
+
+// Set returns the elements of the named set field, sorted.
+func (o *Object) Set(name string) [][]byte {
+	var out [][]byte
+	for _, s := range o.Sets {
+		if s.Name == name {
+			for _, e := range s.Elems {
+				out = append(out, e.Value)
+			}
+		}
+	}
+	return out
+}
+
+func cmpStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// fold applies one permitted data op to the object. Folding an object's
+// ops in realm order defines its state; fold is also correct out of order
+// where foldOutOfOrder says so.
+func (o *Object) fold(op *Op) {
+	st := op.Stamp()
+	if _, del := op.Body.(*Delete); del {
+		*o = Object{Key: o.Key, Deleted: true, Tomb: st, Updated: st}
+		return
+	}
+	if o.Deleted || o.Created.IsZero() || st.Less(o.Created) {
+		o.Created = st
+	}
+	o.Deleted = false
+	if o.Updated.Less(st) {
+		o.Updated = st
+	}
+	switch b := op.Body.(type) {
+	case *Set:
+		for _, f := range b.Fields {
+			o.setField(f, st)
+		}
+	case *Counter:
+		c := o.counter(b.Field)
+		c.Value += b.Delta
+	case *SetAdd:
+		e := o.elem(b.Field, b.Elem)
+		h := op.Hash()
+		if i, ok := slices.BinarySearchFunc(e.Tags, h, cmpHash); !ok {
+			e.Tags = slices.Insert(e.Tags, i, h)
+		}
+	case *SetRemove:
+		o.removeTags(b)
+	}
+}
+
+// canFoldOutOfOrder reports whether op, which sorts before o.Updated, may
+// be folded directly: field writes and counter additions commute with
+// everything but deletes.
+func (o *Object) canFoldOutOfOrder(op *Op) bool {
+	switch op.Body.(type) {
+	case *Set, *Counter:
+		return o.Tomb.Less(op.Stamp()) && !o.Deleted
+	}
+	return false
+}
+
+func (o *Object) setField(f Field, at Stamp) {
+	i, ok := slices.BinarySearchFunc(o.Fields, f.Name, func(x FieldState, n string) int {
+		return cmpStr(x.Name, n)
+	})
+	if !ok {
+		o.Fields = slices.Insert(o.Fields, i, FieldState{Name: f.Name, Value: f.Value, At: at})
+		return
+	}
+	if o.Fields[i].At.Less(at) {
+		o.Fields[i].Value, o.Fields[i].At = f.Value, at
+	}
+}
+
+func (o *Object) counter(name string) *CounterState {
+	i, ok := slices.BinarySearchFunc(o.Counters, name, func(x CounterState, n string) int {
+		return cmpStr(x.Name, n)
+	})
+	if !ok {
+		o.Counters = slices.Insert(o.Counters, i, CounterState{Name: name})
+	}
+	return &o.Counters[i]
+}
+
+func (o *Object) set(name string) *SetState {
+	i, ok := slices.BinarySearchFunc(o.Sets, name, func(x SetState, n string) int {
+		return cmpStr(x.Name, n)
+	})
+	if !ok {
+		o.Sets = slices.Insert(o.Sets, i, SetState{Name: name})
+	}
+	return &o.Sets[i]
+}
+
+func (o *Object) elem(field string, value []byte) *SetElem {
+	s := o.set(field)
+	i, ok := slices.BinarySearchFunc(s.Elems, value, func(e SetElem, v []byte) int {
+		return bytes.Compare(e.Value, v)
+	})
+	if !ok {
+		s.Elems = slices.Insert(s.Elems, i, SetElem{Value: value})
+	}
+	return &s.Elems[i]
+}
+
+func (o *Object) removeTags(b *SetRemove) {
+	s := o.set(b.Field)
+	i, ok := slices.BinarySearchFunc(s.Elems, b.Elem, func(e SetElem, v []byte) int {
+		return bytes.Compare(e.Value, v)
+	})
+	if !ok {
+		return
+	}
+	e := &s.Elems[i]
+	e.Tags = slices.DeleteFunc(e.Tags, func(t Hash) bool {
+		_, found := slices.BinarySearchFunc(b.Tags, t, cmpHash)
+		return found
+	})
+	if len(e.Tags) == 0 {
+		s.Elems = slices.Delete(s.Elems, i, i+1)
+	}
+}
+
+func cmpHash(a, b Hash) int { return bytes.Compare(a[:], b[:]) }
+
+// visible reports whether the object shows in queries.
+func (o *Object) visible() bool { return !o.Deleted && !o.Created.IsZero() }
+
+// encode writes the object's full state, for storage.
+func (o *Object) encode() []byte {
+	w := writer{}
+	w.str(o.Key.Collection)
+	w.str(o.Key.ID)
+	o.encodeVisible(&w)
+	for _, f := range o.Fields {
+		w.stamp(f.At)
+	}
+	for _, s := range o.Sets {
+		for _, e := range s.Elems {
+			w.u32(uint32(len(e.Tags)))
+			for _, t := range e.Tags {
+				w.hash(t)
+			}
+		}
+	}
+	if o.Deleted {
+		w.u8(1)
+	} else {
+		w.u8(0)
+	}
+	w.stamp(o.Updated)
+	w.stamp(o.Tomb)
+	return w.b
+}
+
+// encodeVisible writes what a reader of the object can see, and nothing
+// that depends on how the state was reached.
+func (o *Object) encodeVisible(w *writer) {
+	w.stamp(o.Created)
+	w.u32(uint32(len(o.Fields)))
+	for _, f := range o.Fields {
+		w.str(f.Name)
+		w.bytes(f.Value)
+	}
+	w.u32(uint32(len(o.Counters)))
+	for _, c := range o.Counters {
+		w.str(c.Name)
+		w.i64(c.Value)
+	}
+	w.u32(uint32(len(o.Sets)))
+	for _, s := range o.Sets {
+		w.str(s.Name)
+		w.u32(uint32(len(s.Elems)))
+		for _, e := range s.Elems {
+			w.bytes(e.Value)
+		}
+	}
+}
+
+func decodeObject(b []byte) (*Object, error) {
+	r := reader{b: b}
+	o := &Object{Key: ObjectKey{Collection: r.str(), ID: r.str()}}
+	o.Created = r.stamp()
+	o.Fields = make([]FieldState, r.count(8))
+	for i := range o.Fields {
+		o.Fields[i] = FieldState{Name: r.str(), Value: r.bytes()}
+	}
+	o.Counters = make([]CounterState, r.count(12))
+	for i := range o.Counters {
+		o.Counters[i] = CounterState{Name: r.str(), Value: r.i64()}
+	}
+	o.Sets = make([]SetState, r.count(8))
+	for i := range o.Sets {
+		s := &o.Sets[i]
+		s.Name = r.str()
+		s.Elems = make([]SetElem, r.count(4))
+		for j := range s.Elems {
+			s.Elems[j].Value = r.bytes()
+		}
+	}
+	for i := range o.Fields {
+		o.Fields[i].At = r.stamp()
+	}
+	for i := range o.Sets {
+		for j := range o.Sets[i].Elems {
+			e := &o.Sets[i].Elems[j]
+			e.Tags = make([]Hash, r.count(32))
+			for k := range e.Tags {
+				e.Tags[k] = r.hash()
+			}
+		}
+	}
+	o.Deleted = r.u8() == 1
+	o.Updated = r.stamp()
+	o.Tomb = r.stamp()
+	if err := r.done(); err != nil {
+		return nil, fmt.Errorf("decode object: %w", err)
+	}
+	return o, nil
+}
+
+// digest hashes the object's visible state; invisible objects hash to zero
+// so they drop out of the realm digest.
+func (o *Object) digest() Hash {
+	if o == nil || !o.visible() {
+		return Hash{}
+	}
+	w := writer{}
+	w.str(o.Key.Collection)
+	w.str(o.Key.ID)
+	o.encodeVisible(&w)
+	return sha256.Sum256(w.b)
+}
+
+func xorInto(dst *Hash, h Hash) {
+	for i := range dst {
+		dst[i] ^= h[i]
+	}
+}
+
+// objectOf returns the object a data op touches.
+func objectOf(b Body) (ObjectKey, bool) {
+	switch b := b.(type) {
+	case *Set:
+		return ObjectKey{b.Collection, b.ID}, true
+	case *Delete:
+		return ObjectKey{b.Collection, b.ID}, true
+	case *Counter:
+		return ObjectKey{b.Collection, b.ID}, true
+	case *SetAdd:
+		return ObjectKey{b.Collection, b.ID}, true
+	case *SetRemove:
+		return ObjectKey{b.Collection, b.ID}, true
+	}
+	return ObjectKey{}, false
+}

@@ -1,0 +1,461 @@
+package crdt
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// MaxClockSkew is how far ahead of the local wall clock an op's clock may
+// be before the op is held back (in milliseconds).
+const MaxClockSkew = 60_000
+
+// MaxPending bounds the ops a realm holds back (ahead of a gap in their
+// chain, or stamped in the future) in memory.
+const MaxPending = 16384
+
+// head is the newest op of an author chain held here.
+type head struct {
+	seq   uint64
+	hash  Hash
+	clock Timestamp
+}
+
+// Realm is one replica of one realm. It is not safe for concurrent use: the
+// caller serialises calls, and commits each Batch it passes in before a
+// failure could be seen by anyone (see doc.go for the caller's duties).
+type Realm struct {
+	id   RealmID
+	st   Storage
+	keys keys
+
+	genesis *Op
+	meta    Meta
+	heads   map[PublicKey]*head
+	mship   []*Op                // membership ops, in realm order
+	frozen  map[PublicKey]uint64 // equivocating authors: first bad seq
+	acl     *acl
+	objDig  Hash // XOR of the digests of all visible objects
+	clock   Clock
+
+	pending map[PublicKey]map[uint64]*Op
+	npend   int
+}
+
+// Meta describes a realm: what its genesis op says.
+type Meta struct {
+	Name    string
+	Creator PublicKey
+	Created Timestamp
+}
+
+// Result says what one engine call did.
+type Result struct {
+	Stored  []*Op       // ops now in their author chains, in the order stored
+	Objects []ObjectKey // objects whose visible state may have changed
+	Members bool        // membership, offers or the key epoch changed
+	Held    int         // ops held back: ahead of a gap, or from the future
+	Dups    int         // ops that were already here
+	Void    int         // ops stored without effect: the role did not allow them
+
+	seen map[ObjectKey]bool
+}
+
+func (r *Result) addObject(k ObjectKey) {
+	if r.seen == nil {
+		r.seen = make(map[ObjectKey]bool)
+	}
+	if !r.seen[k] {
+		r.seen[k] = true
+		r.Objects = append(r.Objects, k)
+	}
+}
+
+// ID returns the realm id.
+func (r *Realm) ID() RealmID { return r.id }
+
+// Meta returns the realm's name, creator and creation time; the zero Meta
+// while the genesis op has not arrived.
+func (r *Realm) Meta() Meta { return r.meta }
+
+// HasGenesis reports whether the genesis op is here.
+func (r *Realm) HasGenesis() bool { return r.genesis != nil }
+
+// Clock returns the realm's hybrid logical clock reading.
+func (r *Realm) Clock() Timestamp { return r.clock.Last() }
+
+// Open loads a realm from storage. Only the chain heads, the membership
+// ops and the digest are read, so opening does not grow with history. A
+// realm with nothing stored yet opens empty and waits for its genesis op.
+func Open(st Storage, id RealmID) (*Realm, error) {
+	r := newRealm(st, id)
+	if err := r.load(); err != nil {
+		return nil, fmt.Errorf("open realm %s: %w", id, err)
+	}
+	return r, nil
+}
+
+func newRealm(st Storage, id RealmID) *Realm {
+	return &Realm{
+		id: id, st: st, keys: newKeys(id),
+		heads:   make(map[PublicKey]*head),
+		frozen:  make(map[PublicKey]uint64),
+		acl:     buildACL(nil, nil, nil),
+		pending: make(map[PublicKey]map[uint64]*Op),
+	}
+}
+
+// Create makes a new realm: it builds and signs the genesis op with priv
+// and stages it in b. nonce must be random.
+func Create(st Storage, b *Batch, priv ed25519.PrivateKey, name, authorName string,
+	nonce [16]byte, wallMs int64) (*Realm, *Op, error) {
+	op := &Op{Seq: 1, Body: &Genesis{Name: name, AuthorName: authorName, Nonce: nonce}}
+	copy(op.Author[:], priv.Public().(ed25519.PublicKey))
+	op.Clock = MakeTimestamp(wallMs, 0)
+	if err := validateBody(op.Body); err != nil {
+		return nil, nil, fmt.Errorf("create realm: %w", err)
+	}
+	if err := op.Sign(priv); err != nil {
+		return nil, nil, fmt.Errorf("create realm: %w", err)
+	}
+	r := newRealm(st, op.Hash())
+	if _, err := r.apply(b, op, wallMs, trusted); err != nil {
+		return nil, nil, fmt.Errorf("create realm: %w", err)
+	}
+	return r, op, nil
+}
+
+// Write builds an op with body as the next op of priv's chain, signs it and
+// applies it, staging the writes in b.
+func (r *Realm) Write(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64) (*Op, *Result, error) {
+	var author PublicKey
+	copy(author[:], priv.Public().(ed25519.PublicKey))
+	op := &Op{Realm: r.id, Author: author, Seq: 1, Epoch: r.acl.epoch, Body: body}
+	if h := r.heads[author]; h != nil {
+		op.Seq, op.Prev = h.seq+1, h.hash
+		r.clock.Observe(h.clock)
+	}
+	op.Clock = r.clock.Now(wallMs)
+	if err := validateBody(body); err != nil {
+		return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
+	}
+	if _, isData := objectOf(body); isData {
+		if err := r.checkObjectKey(body); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := op.Sign(priv); err != nil {
+		return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
+	}
+	res, err := r.apply(b, op, wallMs, trusted)
+	if err != nil {
+		return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
+	}
+	return op, res, nil
+}
+
+func (r *Realm) checkObjectKey(body Body) error {
+	k, _ := objectOf(body)
+	if k.Collection == "" || k.ID == "" || len(k.Collection) > MaxNameSize || len(k.ID) > MaxNameSize {
+		return fmt.Errorf("write %s: %w: object %q/%q", body.Kind(), ErrMalformed, k.Collection, k.ID)
+	}
+	return nil
+}
+
+// Apply checks a received op and, when it is valid and next in its
+// author's chain, stores it and applies its effects, staging the writes
+// in b. An op ahead of a gap, or stamped more than MaxClockSkew ahead of
+// wallMs, is held back in memory (Result.Held) and applied when the gap
+// fills or Tick passes its time; the caller should fetch the missing range
+// (Missing tells it). A duplicate is counted in Result.Dups and changes
+// nothing. Any error leaves the realm as it was.
+func (r *Realm) Apply(b *Batch, op *Op, wallMs int64) (*Result, error) {
+	return r.apply(b, op, wallMs, gossip)
+}
+
+// ApplyRange applies ops that continue one author's chain, in seq order. It
+// checks that they link by hash to each other and to the chain held here,
+// and checks only the last op's signature: that one vouches for the rest.
+// On error, the ops before the failing one stay applied (in b and in the
+// returned result).
+func (r *Realm) ApplyRange(b *Batch, ops []*Op, wallMs int64) (*Result, error) {
+	if len(ops) == 0 {
+		return &Result{}, nil
+	}
+	author := ops[0].Author
+	for i, op := range ops {
+		if op.Author != author || i > 0 && (op.Seq != ops[i-1].Seq+1 || op.Prev != ops[i-1].Hash()) {
+			return &Result{}, fmt.Errorf("apply range: op %d: %w", i, ErrBrokenChain)
+		}
+	}
+	if err := ops[len(ops)-1].VerifySignature(); err != nil {
+		return &Result{}, fmt.Errorf("apply range: %w", err)
+	}
+	total := &Result{}
+	for _, op := range ops {
+		res, err := r.apply(b, op, wallMs, ranged)
+		total.merge(res)
+		if err != nil {
+			return total, fmt.Errorf("apply range: %w", err)
+		}
+	}
+	return total, nil
+}
+
+func (t *Result) merge(r *Result) {
+	if r == nil {
+		return
+	}
+	t.Stored = append(t.Stored, r.Stored...)
+	for _, k := range r.Objects {
+		t.addObject(k)
+	}
+	t.Members = t.Members || r.Members
+	t.Held += r.Held
+	t.Dups += r.Dups
+	t.Void += r.Void
+}
+
+// how says where an op comes from, which decides what apply checks.
+type how uint8
+
+const (
+	gossip  how = iota // a single received op: check everything
+	ranged             // part of a catch-up range already vouched for
+	trusted            // made and signed here
+)
+
+// apply is Apply for ops from any source. Ops of a catch-up range that
+// their author's role does not allow are stored without effect (and
+// counted in Result.Void) rather than refused: the chain must stay whole
+// for the author's later ops, which a later role may allow. A single op is
+// refused instead, so gossip never spreads it.
+func (r *Realm) apply(b *Batch, op *Op, wallMs int64, src how) (*Result, error) {
+	verify := src == gossip
+	res := &Result{}
+	if err := r.checkRealm(op); err != nil {
+		return res, err
+	}
+	h := r.heads[op.Author]
+	var have uint64
+	if h != nil {
+		have = h.seq
+	}
+	switch {
+	case op.Seq <= have:
+		return res, r.checkDuplicate(b, op, res)
+	case op.Seq > have+1 || op.Clock.WallMs() > wallMs+MaxClockSkew:
+		if verify {
+			if err := op.VerifySignature(); err != nil {
+				return res, err
+			}
+		}
+		return res, r.hold(op, res)
+	}
+	if h != nil && op.Prev != h.hash {
+		return res, fmt.Errorf("op %s: %w", op, ErrBrokenChain)
+	}
+	if h != nil && op.Clock <= h.clock {
+		return res, fmt.Errorf("op %s: %w", op, ErrClock)
+	}
+	if verify {
+		if err := op.VerifySignature(); err != nil {
+			return res, err
+		}
+	}
+	if err := r.permit(op); err != nil {
+		if src != ranged || r.acl.members[op.Author] == nil {
+			return res, err
+		}
+		res.Void++
+	}
+	r.dropPending(op)
+	if err := r.store(b, op, res); err != nil {
+		return res, err
+	}
+	r.release(b, op.Author, wallMs, res)
+	return res, nil
+}
+
+func (r *Realm) checkRealm(op *Op) error {
+	if g, ok := op.Body.(*Genesis); ok {
+		_ = g
+		if op.Hash() != r.id {
+			return fmt.Errorf("op %s: %w", op, ErrWrongRealm)
+		}
+		return nil
+	}
+	if op.Realm != r.id {
+		return fmt.Errorf("op %s: %w", op, ErrWrongRealm)
+	}
+	if _, isData := objectOf(op.Body); isData {
+		return r.checkObjectKey(op.Body)
+	}
+	return nil
+}
+
+// Equivocation is the error for an op that conflicts with one held here
+// with the same author and seq. Both ops are signed by the author, so the
+// pair is proof anyone can check (see Realm.ApplyEvidence).
+type Equivocation struct {
+	Held, Got *Op
+}
+
+func (e *Equivocation) Error() string {
+	return fmt.Sprintf("%v: %s has %s and %s", ErrEquivocation, e.Held,
+		e.Held.Hash().String()[:8], e.Got.Hash().String()[:8])
+}
+
+// Unwrap lets errors.Is match ErrEquivocation.
+func (e *Equivocation) Unwrap() error { return ErrEquivocation }
+
+func (r *Realm) checkDuplicate(b *Batch, op *Op, res *Result) error {
+	held, err := r.op(view{r.st, b}, op.Author, op.Seq)
+	if err != nil {
+		return fmt.Errorf("op %s: %w", op, err)
+	}
+	if held.Hash() == op.Hash() {
+		res.Dups++
+		return nil
+	}
+	if err := op.VerifySignature(); err != nil {
+		return err
+	}
+	return &Equivocation{Held: held, Got: op}
+}
+
+// permit checks the op against the membership as it stands.
+func (r *Realm) permit(op *Op) error {
+	if op.Kind() == KindGenesis {
+		return nil
+	}
+	if r.genesis == nil {
+		return fmt.Errorf("op %s: %w (realm genesis not here yet)", op, ErrNotMember)
+	}
+	m := r.acl.members[op.Author]
+	if m == nil || r.acl.roleAt(op.Author, op.Seq, r.frozen) == RoleNone {
+		return fmt.Errorf("op %s: %w", op, ErrNotMember)
+	}
+	if !r.acl.allows(op, r.frozen) {
+		return fmt.Errorf("op %s by a %s: %w", op, r.acl.roleAt(op.Author, op.Seq, r.frozen), ErrNotPermitted)
+	}
+	return nil
+}
+
+func (r *Realm) hold(op *Op, res *Result) error {
+	byseq := r.pending[op.Author]
+	if byseq == nil {
+		byseq = make(map[uint64]*Op)
+		r.pending[op.Author] = byseq
+	}
+	if old, ok := byseq[op.Seq]; ok {
+		if old.Hash() == op.Hash() {
+			res.Dups++
+			return nil
+		}
+		return &Equivocation{Held: old, Got: op}
+	}
+	if r.npend >= MaxPending {
+		return fmt.Errorf("op %s: %w", op, ErrPendingFull)
+	}
+	byseq[op.Seq] = op
+	r.npend++
+	res.Held++
+	return nil
+}
+
+// release applies held ops of author that have become next in line.
+func (r *Realm) release(b *Batch, author PublicKey, wallMs int64, res *Result) {
+	for {
+		h := r.heads[author]
+		next := r.pending[author][h.seq+1]
+		if next == nil || next.Clock.WallMs() > wallMs+MaxClockSkew {
+			return
+		}
+		r.dropPending(next)
+		sub, err := r.apply(b, next, wallMs, gossip)
+		res.merge(sub)
+		if err != nil {
+			// The held op was bad after all; the ops behind it stay
+			// held until a good copy arrives.
+			return
+		}
+	}
+}
+
+func (r *Realm) dropPending(op *Op) {
+	if byseq := r.pending[op.Author]; byseq != nil {
+		if _, ok := byseq[op.Seq]; ok {
+			delete(byseq, op.Seq)
+			r.npend--
+		}
+		if len(byseq) == 0 {
+			delete(r.pending, op.Author)
+		}
+	}
+}
+
+// Tick applies held-back ops whose clocks the wall clock has caught up with.
+// Call it every few seconds.
+func (r *Realm) Tick(b *Batch, wallMs int64) *Result {
+	res := &Result{}
+	authors := make([]PublicKey, 0, len(r.pending))
+	for a := range r.pending {
+		authors = append(authors, a)
+	}
+	slices.SortFunc(authors, func(x, y PublicKey) int { return bytes.Compare(x[:], y[:]) })
+	for _, a := range authors {
+		if h := r.heads[a]; h != nil || r.pending[a][1] != nil {
+			if h == nil {
+				op := r.pending[a][1]
+				if op.Clock.WallMs() <= wallMs+MaxClockSkew {
+					r.dropPending(op)
+					sub, _ := r.apply(b, op, wallMs, gossip)
+					res.merge(sub)
+				}
+				continue
+			}
+			r.release(b, a, wallMs, res)
+		}
+	}
+	return res
+}
+
+// Missing returns, per author, the first seq this replica lacks in front
+// of ops it holds back: the start of each range to fetch from a peer.
+func (r *Realm) Missing() map[PublicKey]uint64 {
+	out := make(map[PublicKey]uint64)
+	for a := range r.pending {
+		var have uint64
+		if h := r.heads[a]; h != nil {
+			have = h.seq
+		}
+		out[a] = have + 1
+	}
+	return out
+}
+
+// op reads the op at seq of author's chain.
+func (r *Realm) op(v view, author PublicKey, seq uint64) (*Op, error) {
+	raw, err := v.get(r.keys.op(author, seq))
+	if err != nil {
+		return nil, fmt.Errorf("read op %s#%d: %w", author.Short(), seq, err)
+	}
+	op, err := DecodeOp(slices.Clone(raw))
+	if err != nil {
+		return nil, fmt.Errorf("read op %s#%d: %w", author.Short(), seq, err)
+	}
+	return op, nil
+}
+
+// Op returns the op at seq of author's chain, or ErrNotFound.
+func (r *Realm) Op(author PublicKey, seq uint64) (*Op, error) {
+	return r.op(view{r.st, NewBatch()}, author, seq)
+}
+
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+func hasPrefix(s, p string) bool { return strings.HasPrefix(s, p) }

@@ -1,0 +1,3 @@
+module github.com/realmsync/realmsync
+
+go 1.26
