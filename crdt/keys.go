@@ -26,19 +26,21 @@ type keys struct{ p string }
 
 func newKeys(id RealmID) keys { return keys{p: "r/" + id.String() + "/"} }
 
-func (k keys) meta() string                   { return k.p + "meta" }
-func (k keys) digest() string                 { return k.p + "dig" }
-func (k keys) heads() string                  { return k.p + "h/" }
-func (k keys) head(a PublicKey) string        { return k.p + "h/" + a.String() }
-func (k keys) equivs() string                 { return k.p + "e/" }
-func (k keys) equiv(a PublicKey) string       { return k.p + "e/" + a.String() }
-func (k keys) mships() string                 { return k.p + "g/" }
-func (k keys) mship(s Stamp) string           { return k.p + "g/" + stampKey(s) }
-func (k keys) messages() string               { return k.p + "n/" }
-func (k keys) message(s Stamp) string         { return k.p + "n/" + stampKey(s) }
-func (k keys) collection(c string) string     { return k.p + "b/" + hexStr(c) + "/" }
-func (k keys) object(o ObjectKey) string      { return k.collection(o.Collection) + hexStr(o.ID) }
-func (k keys) objectOps(o ObjectKey) string   { return k.p + "x/" + hexStr(o.Collection) + "/" + hexStr(o.ID) + "/" }
+func (k keys) meta() string               { return k.p + "meta" }
+func (k keys) digest() string             { return k.p + "dig" }
+func (k keys) heads() string              { return k.p + "h/" }
+func (k keys) head(a PublicKey) string    { return k.p + "h/" + a.String() }
+func (k keys) equivs() string             { return k.p + "e/" }
+func (k keys) equiv(a PublicKey) string   { return k.p + "e/" + a.String() }
+func (k keys) mships() string             { return k.p + "g/" }
+func (k keys) mship(s Stamp) string       { return k.p + "g/" + stampKey(s) }
+func (k keys) messages() string           { return k.p + "n/" }
+func (k keys) message(s Stamp) string     { return k.p + "n/" + stampKey(s) }
+func (k keys) collection(c string) string { return k.p + "b/" + hexStr(c) + "/" }
+func (k keys) object(o ObjectKey) string  { return k.collection(o.Collection) + hexStr(o.ID) }
+func (k keys) objectOps(o ObjectKey) string {
+	return k.p + "x/" + hexStr(o.Collection) + "/" + hexStr(o.ID) + "/"
+}
 func (k keys) objectOp(o ObjectKey, s Stamp) string { return k.objectOps(o) + stampKey(s) }
 
 func (k keys) op(a PublicKey, seq uint64) string {

@@ -13,17 +13,17 @@ import (
 
 type writer struct{ b []byte }
 
-func (w *writer) u8(v uint8)       { w.b = append(w.b, v) }
-func (w *writer) u32(v uint32)     { w.b = binary.BigEndian.AppendUint32(w.b, v) }
-func (w *writer) u64(v uint64)     { w.b = binary.BigEndian.AppendUint64(w.b, v) }
-func (w *writer) fixed(p []byte)   { w.b = append(w.b, p...) }
-func (w *writer) str(s string)     { w.u32(uint32(len(s))); w.b = append(w.b, s...) }
-func (w *writer) bytes(p []byte)   { w.u32(uint32(len(p))); w.b = append(w.b, p...) }
-func (w *writer) key(k PublicKey)  { w.fixed(k[:]) }
-func (w *writer) hash(h Hash)      { w.fixed(h[:]) }
-func (w *writer) i64(v int64)      { w.u64(uint64(v)) }
-func (w *writer) offer(o OfferID)  { w.fixed(o[:]) }
-func (w *writer) stamp(s Stamp)    { w.u64(uint64(s.Clock)); w.key(s.Author); w.u64(s.Seq) }
+func (w *writer) u8(v uint8)      { w.b = append(w.b, v) }
+func (w *writer) u32(v uint32)    { w.b = binary.BigEndian.AppendUint32(w.b, v) }
+func (w *writer) u64(v uint64)    { w.b = binary.BigEndian.AppendUint64(w.b, v) }
+func (w *writer) fixed(p []byte)  { w.b = append(w.b, p...) }
+func (w *writer) str(s string)    { w.u32(uint32(len(s))); w.b = append(w.b, s...) }
+func (w *writer) bytes(p []byte)  { w.u32(uint32(len(p))); w.b = append(w.b, p...) }
+func (w *writer) key(k PublicKey) { w.fixed(k[:]) }
+func (w *writer) hash(h Hash)     { w.fixed(h[:]) }
+func (w *writer) i64(v int64)     { w.u64(uint64(v)) }
+func (w *writer) offer(o OfferID) { w.fixed(o[:]) }
+func (w *writer) stamp(s Stamp)   { w.u64(uint64(s.Clock)); w.key(s.Author); w.u64(s.Seq) }
 
 // reader decodes what writer wrote. The first error sticks: later reads
 // return zero values, so a decoder checks r.err once at the end.
