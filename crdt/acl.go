@@ -309,11 +309,7 @@ func (a *acl) digest() Hash {
 		o := a.offers[id]
 		w.offer(id)
 		w.u32(uint32(o.uses))
-		if o.revoked {
-			w.u8(1)
-		} else {
-			w.u8(0)
-		}
+		w.flag(o.revoked)
 	}
 	w.u32(a.epoch)
 	return sha256.Sum256(w.b)

@@ -227,11 +227,7 @@ func (o *Object) encode() []byte {
 			}
 		}
 	}
-	if o.Deleted {
-		w.u8(1)
-	} else {
-		w.u8(0)
-	}
+	w.flag(o.Deleted)
 	w.stamp(o.Updated)
 	w.stamp(o.Tomb)
 	return w.b
@@ -294,7 +290,7 @@ func decodeObject(b []byte) (*Object, error) {
 			}
 		}
 	}
-	o.Deleted = r.u8() == 1
+	o.Deleted = r.flag()
 	o.Updated = r.stamp()
 	o.Tomb = r.stamp()
 	if err := r.done(); err != nil {

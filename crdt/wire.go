@@ -23,7 +23,14 @@ func (w *writer) key(k PublicKey) { w.fixed(k[:]) }
 func (w *writer) hash(h Hash)     { w.fixed(h[:]) }
 func (w *writer) i64(v int64)     { w.u64(uint64(v)) }
 func (w *writer) offer(o OfferID) { w.fixed(o[:]) }
-func (w *writer) stamp(s Stamp)   { w.u64(uint64(s.Clock)); w.key(s.Author); w.u64(s.Seq) }
+func (w *writer) flag(v bool) {
+	if v {
+		w.u8(1)
+	} else {
+		w.u8(0)
+	}
+}
+func (w *writer) stamp(s Stamp) { w.u64(uint64(s.Clock)); w.key(s.Author); w.u64(s.Seq) }
 
 // reader decodes what writer wrote. The first error sticks: later reads
 // return zero values, so a decoder checks r.err once at the end.
@@ -74,6 +81,15 @@ func (r *reader) u64() uint64 {
 }
 
 func (r *reader) i64() int64 { return int64(r.u64()) }
+
+// flag reads a boolean byte, which must be 0 or 1.
+func (r *reader) flag() bool {
+	v := r.u8()
+	if v > 1 {
+		r.fail("flag")
+	}
+	return v == 1
+}
 
 func (r *reader) bytes() []byte {
 	n := r.u32()
