@@ -188,7 +188,13 @@ func (o *Object) elem(field string, value []byte) *SetElem {
 }
 
 func (o *Object) removeTags(b *SetRemove) {
-	s := o.set(b.Field)
+	si, ok := slices.BinarySearchFunc(o.Sets, b.Field, func(x SetState, n string) int {
+		return cmpStr(x.Name, n)
+	})
+	if !ok {
+		return
+	}
+	s := &o.Sets[si]
 	i, ok := slices.BinarySearchFunc(s.Elems, b.Elem, func(e SetElem, v []byte) int {
 		return bytes.Compare(e.Value, v)
 	})
@@ -202,6 +208,8 @@ func (o *Object) removeTags(b *SetRemove) {
 	})
 	if len(e.Tags) == 0 {
 		s.Elems = slices.Delete(s.Elems, i, i+1)
+	}	if len(s.Elems) == 0 {
+		o.Sets = slices.Delete(o.Sets, si, si+1)
 	}
 }
 

@@ -37,9 +37,16 @@ func testKey(name string) (ed25519.PrivateKey, PublicKey) {
 	return priv, pub
 }
 
+// tb is what scenarios need of testing.TB and rapid.T alike.
+type tb interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
+
 // world runs a scenario: nodes, a shared wall clock and the realm id.
 type world struct {
-	t     testing.TB
+	t     tb
 	nodes map[string]*node
 	names map[PublicKey]string
 	order []string
@@ -48,7 +55,7 @@ type world struct {
 	out   *strings.Builder
 }
 
-func newWorld(t testing.TB) *world {
+func newWorld(t tb) *world {
 	return &world{t: t, nodes: map[string]*node{}, names: map[PublicKey]string{},
 		now: 1_700_000_000_000, out: &strings.Builder{}}
 }
@@ -68,7 +75,7 @@ func (w *world) node(name string) *node {
 	return n
 }
 
-func mustOpen(t testing.TB, st Storage, id RealmID) *Realm {
+func mustOpen(t tb, st Storage, id RealmID) *Realm {
 	r, err := Open(st, id)
 	if err != nil {
 		t.Fatal(err)
@@ -119,6 +126,8 @@ func (w *world) run(line string) {
 		w.deliver(w.node(f[1]), w.node(f[2]), f[3:])
 	case "sync":
 		w.sync()
+	case "catchup": // catchup FROM TO
+		w.catchUp(w.node(f[1]), w.node(f[2]))
 	case "dump":
 		w.dump(w.node(f[1]))
 	case "digests":
