@@ -208,7 +208,8 @@ func (o *Object) removeTags(b *SetRemove) {
 	})
 	if len(e.Tags) == 0 {
 		s.Elems = slices.Delete(s.Elems, i, i+1)
-	}	if len(s.Elems) == 0 {
+	}
+	if len(s.Elems) == 0 {
 		o.Sets = slices.Delete(o.Sets, si, si+1)
 	}
 }
