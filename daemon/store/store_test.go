@@ -153,9 +153,9 @@ var readCases = []readCase{{
 	gets:   map[string]string{"a": absent},
 	scans:  []scanCase{{"", "", 0, []string{"b=1"}}},
 }, {
-	name: "deleted on disk",
-	disk: [][]string{{"a=1", "b=1"}, {"-a"}},
-	gets: map[string]string{"a": absent},
+	name:  "deleted on disk",
+	disk:  [][]string{{"a=1", "b=1"}, {"-a"}},
+	gets:  map[string]string{"a": absent},
 	scans: []scanCase{{"", "", 0, []string{"b=1"}}},
 }, {
 	name:   "newest of several in-flight writes wins",
@@ -173,10 +173,10 @@ var readCases = []readCase{{
 	flight: [][]string{{"-a"}, {"a=2"}},
 	gets:   map[string]string{"a": "2"},
 }, {
-	name: "empty value is not a delete",
+	name:   "empty value is not a delete",
 	flight: [][]string{{"a="}},
-	gets:  map[string]string{"a": ""},
-	scans: []scanCase{{"", "", 0, []string{"a="}}},
+	gets:   map[string]string{"a": ""},
+	scans:  []scanCase{{"", "", 0, []string{"a="}}},
 }, {
 	name:   "scan merges overlay and disk in order",
 	disk:   [][]string{{"r/1=d", "r/3=d", "r/5=d"}},
@@ -196,8 +196,8 @@ var readCases = []readCase{{
 		{"r/", "r/1\x00", 0, []string{"r/2=2"}},
 	},
 }, {
-	name: "prefix is not a path segment",
-	disk: [][]string{{"r/a=1", "r/ab=2", "r/b=3", "ra=4", "realms/x="}},
+	name:   "prefix is not a path segment",
+	disk:   [][]string{{"r/a=1", "r/ab=2", "r/b=3", "ra=4", "realms/x="}},
 	flight: [][]string{{"r/aa=5"}},
 	scans: []scanCase{
 		{"r/a", "", 0, []string{"r/a=1", "r/aa=5", "r/ab=2"}},
