@@ -147,14 +147,14 @@ func (r *Realm) putObject(b *Batch, old, obj *Object, res *Result) {
 			b.put(r.keys.message(obj.Created), []byte(key.ID))
 		}
 	}
-	xorInto(&r.objDig, old.digest())
-	xorInto(&r.objDig, obj.digest())
-	b.put(r.keys.digest(), slices.Clone(r.objDig[:]))
 	if obj.Created.IsZero() && obj.Tomb.IsZero() {
 		b.del(r.keys.object(key)) // every op that touched it is void
 	} else {
 		b.put(r.keys.object(key), obj.encode())
 	}
+	xorInto(&r.objDig, old.digest())
+	xorInto(&r.objDig, obj.digest())
+	b.put(r.keys.digest(), slices.Clone(r.objDig[:]))
 	res.addObject(key)
 }
 

@@ -54,12 +54,13 @@ func BenchmarkApplyRange100k(b *testing.B) {
 	for b.Loop() {
 		st := NewMemStorage()
 		r := mustOpen(b, st, a.r.ID())
+		batch := NewBatch()
 		for i := 0; i < n; i += 1000 {
-			batch := NewBatch()
 			if _, err := r.ApplyRange(batch, ops[i:min(i+1000, n)], t0+n); err != nil {
 				b.Fatal(err)
 			}
 			st.Commit(batch)
+			batch.Reset()
 		}
 		if r.Digest() != a.r.Digest() {
 			b.Fatal("digest differs after catch-up")

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"strings"
 )
 
 // Storage keys. Every key is printable text: hex where it holds binary or
@@ -26,36 +27,67 @@ type keys struct{ p string }
 
 func newKeys(id RealmID) keys { return keys{p: "r/" + id.String() + "/"} }
 
-func (k keys) meta() string               { return k.p + "meta" }
-func (k keys) digest() string             { return k.p + "dig" }
-func (k keys) heads() string              { return k.p + "h/" }
-func (k keys) head(a PublicKey) string    { return k.p + "h/" + a.String() }
-func (k keys) equivs() string             { return k.p + "e/" }
-func (k keys) equiv(a PublicKey) string   { return k.p + "e/" + a.String() }
-func (k keys) mships() string             { return k.p + "g/" }
-func (k keys) mship(s Stamp) string       { return k.p + "g/" + stampKey(s) }
-func (k keys) messages() string           { return k.p + "n/" }
-func (k keys) message(s Stamp) string     { return k.p + "n/" + stampKey(s) }
-func (k keys) collection(c string) string { return k.p + "b/" + hexStr(c) + "/" }
-func (k keys) object(o ObjectKey) string  { return k.collection(o.Collection) + hexStr(o.ID) }
-func (k keys) objectOps(o ObjectKey) string {
-	return k.p + "x/" + hexStr(o.Collection) + "/" + hexStr(o.ID) + "/"
+func (k keys) meta() string             { return k.p + "meta" }
+func (k keys) digest() string           { return k.p + "dig" }
+func (k keys) heads() string            { return k.p + "h/" }
+func (k keys) head(a PublicKey) string  { return k.build("h/", string(a[:])) }
+func (k keys) equivs() string           { return k.p + "e/" }
+func (k keys) equiv(a PublicKey) string { return k.build("e/", string(a[:])) }
+func (k keys) mships() string           { return k.p + "g/" }
+func (k keys) mship(s Stamp) string     { return k.build("g/", stampBytes(s)) }
+func (k keys) messages() string         { return k.p + "n/" }
+func (k keys) message(s Stamp) string   { return k.build("n/", stampBytes(s)) }
+
+func (k keys) collection(c string) string   { return k.build("b/", c, "") }
+func (k keys) object(o ObjectKey) string    { return k.build("b/", o.Collection, o.ID) }
+func (k keys) objectOps(o ObjectKey) string { return k.build("x/", o.Collection, o.ID, "") }
+
+func (k keys) objectOp(o ObjectKey, s Stamp) string {
+	return k.build("x/", o.Collection, o.ID, stampBytes(s))
 }
-func (k keys) objectOp(o ObjectKey, s Stamp) string { return k.objectOps(o) + stampKey(s) }
 
 func (k keys) op(a PublicKey, seq uint64) string {
-	return fmt.Sprintf("%so/%s/%016x", k.p, a, seq)
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seq)
+	return k.build("o/", string(a[:]), string(b[:]))
+}
+
+// build returns the realm prefix, then kind, then each part in hex, the
+// parts separated by '/'. An empty last part leaves a trailing '/'.
+func (k keys) build(kind string, parts ...string) string {
+	const digits = "0123456789abcdef"
+	n := len(k.p) + len(kind)
+	for _, p := range parts {
+		n += 2*len(p) + 1
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(k.p)
+	b.WriteString(kind)
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteByte('/')
+		}
+		for j := 0; j < len(p); j++ {
+			b.WriteByte(digits[p[j]>>4])
+			b.WriteByte(digits[p[j]&0xf])
+		}
+	}
+	return b.String()
 }
 
 func hexStr(s string) string { return hex.EncodeToString([]byte(s)) }
 
 // stampKey encodes a stamp so that key order is realm order.
-func stampKey(s Stamp) string {
+func stampKey(s Stamp) string { return hex.EncodeToString([]byte(stampBytes(s))) }
+
+// stampBytes is the binary form of a stamp that stampKey writes in hex.
+func stampBytes(s Stamp) string {
 	var b [8 + 32 + 8]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(s.Clock))
 	copy(b[8:40], s.Author[:])
 	binary.BigEndian.PutUint64(b[40:], s.Seq)
-	return hex.EncodeToString(b[:])
+	return string(b[:])
 }
 
 func parseStampKey(k string) (Stamp, error) {

@@ -24,6 +24,9 @@ type Object struct {
 	Created  Stamp          // the op that made it visible last
 	Updated  Stamp          // the newest op folded in
 	Tomb     Stamp          // the newest delete; zero if none
+
+	dig   Hash // digest of the state, when digOK
+	digOK bool
 }
 
 // FieldState is a last-writer-wins register: the value of the newest write.
@@ -101,6 +104,7 @@ func cmpStr(a, b string) int {
 // ops in realm order defines its state; fold is also correct out of order
 // where foldOutOfOrder says so.
 func (o *Object) fold(op *Op) {
+	o.digOK = false
 	st := op.Stamp()
 	if _, del := op.Body.(*Delete); del {
 		*o = Object{Key: o.Key, Deleted: true, Tomb: st, Updated: st}
@@ -219,12 +223,14 @@ func cmpHash(a, b Hash) int { return bytes.Compare(a[:], b[:]) }
 // visible reports whether the object shows in queries.
 func (o *Object) visible() bool { return !o.Deleted && !o.Created.IsZero() }
 
-// encode writes the object's full state, for storage.
+// encode writes the object's full state, for storage. Its start is what
+// digest hashes, so encode fills in the digest on the way.
 func (o *Object) encode() []byte {
-	w := writer{}
+	w := writer{b: make([]byte, 0, 256)}
 	w.str(o.Key.Collection)
 	w.str(o.Key.ID)
 	o.encodeVisible(&w)
+	o.dig, o.digOK = sha256.Sum256(w.b), true
 	for _, f := range o.Fields {
 		w.stamp(f.At)
 	}
@@ -287,6 +293,9 @@ func decodeObject(b []byte) (*Object, error) {
 			s.Elems[j].Value = r.bytes()
 		}
 	}
+	if r.err == nil {
+		o.dig, o.digOK = sha256.Sum256(b[:len(b)-len(r.b)]), true
+	}
 	for i := range o.Fields {
 		o.Fields[i].At = r.stamp()
 	}
@@ -311,14 +320,13 @@ func decodeObject(b []byte) (*Object, error) {
 // digest hashes the object's visible state; invisible objects hash to zero
 // so they drop out of the realm digest.
 func (o *Object) digest() Hash {
-	if o == nil || !o.visible() {
+	switch {
+	case o == nil || !o.visible():
 		return Hash{}
+	case !o.digOK:
+		o.encode()
 	}
-	w := writer{}
-	w.str(o.Key.Collection)
-	w.str(o.Key.ID)
-	o.encodeVisible(&w)
-	return sha256.Sum256(w.b)
+	return o.dig
 }
 
 func xorInto(dst *Hash, h Hash) {

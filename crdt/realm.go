@@ -64,13 +64,26 @@ type Result struct {
 	seen map[ObjectKey]bool
 }
 
+// addObject adds k to r.Objects once. Most results name a handful of
+// objects, so the index map is made only once the list grows long.
 func (r *Result) addObject(k ObjectKey) {
-	if r.seen == nil {
-		r.seen = make(map[ObjectKey]bool)
+	const scanMax = 16
+	if r.seen != nil {
+		if !r.seen[k] {
+			r.seen[k] = true
+			r.Objects = append(r.Objects, k)
+		}
+		return
 	}
-	if !r.seen[k] {
-		r.seen[k] = true
-		r.Objects = append(r.Objects, k)
+	if slices.Contains(r.Objects, k) {
+		return
+	}
+	r.Objects = append(r.Objects, k)
+	if len(r.Objects) > scanMax {
+		r.seen = make(map[ObjectKey]bool, 2*len(r.Objects))
+		for _, o := range r.Objects {
+			r.seen[o] = true
+		}
 	}
 }
 

@@ -35,6 +35,10 @@ func NewBatch() *Batch { return &Batch{writes: make(map[string][]byte)} }
 func (b *Batch) put(key string, value []byte) { b.writes[key] = value }
 func (b *Batch) del(key string)               { b.writes[key] = nil }
 
+// Reset empties the batch for another use, keeping its memory. Call it
+// only once the batch is committed and nothing reads it any more.
+func (b *Batch) Reset() { clear(b.writes) }
+
 // Len returns the number of keys the batch writes or deletes.
 func (b *Batch) Len() int { return len(b.writes) }
 
