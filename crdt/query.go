@@ -120,7 +120,8 @@ func (r *Realm) Objects(collection, after string, limit int) ([]*Object, error) 
 	var err error
 	scanErr := r.st.Scan(prefix, start, func(_ string, val []byte) bool {
 		var o *Object
-		if o, err = decodeObject(val); err != nil {
+		// The value is only valid during the call, and o keeps it.
+		if o, err = decodeObject(bytes.Clone(val)); err != nil {
 			return false
 		}
 		if o.visible() {

@@ -67,9 +67,7 @@ func (c *pebbleCursor) next() bool {
 		c.err = err
 		return false
 	}
-	// TODO: the copy guards crdt Realm.Objects, which keeps decoded
-	// values past the Scan callback (crdt/query.go); drop it once fixed.
-	c.k, c.val = string(c.it.Key()[1:]), bytes.Clone(v)
+	c.k, c.val = string(c.it.Key()[1:]), v
 	return true
 }
 

@@ -7,8 +7,8 @@ import (
 	"github.com/realmsync/realmsync/crdt"
 )
 
-// pending is one batch waiting for its group to reach disk.
-type pending struct {
+// Pending is a batch queued for commit; Wait says when it is on disk.
+type Pending struct {
 	writes []write
 	gen    uint64
 	err    error         // set before done is closed
@@ -24,15 +24,27 @@ type pending struct {
 // still reach disk. Once a commit has failed, every later Commit fails
 // too. After Close, Commit returns ErrClosed.
 func (s *Store) Commit(ctx context.Context, b *crdt.Batch) error {
-	return s.commit(ctx, flatten(b))
-}
-
-// commit is Commit for writes sorted by key.
-func (s *Store) commit(ctx context.Context, ws []write) error {
-	p, err := s.submit(ws)
+	p, err := s.Queue(b)
 	if err != nil {
 		return err
 	}
+	return p.Wait(ctx)
+}
+
+// Queue is the first half of Commit: it queues b and returns at once.
+// Batches reach disk in the order they were queued, so a caller that
+// builds batches under a lock (one Realm's, say) queues them under that
+// lock and waits for them outside it: its writers then share syncs while
+// a later batch never lands before an earlier one. b may be reused once
+// Queue returns.
+func (s *Store) Queue(b *crdt.Batch) (*Pending, error) {
+	return s.submit(flatten(b))
+}
+
+// Wait returns once the batch is durably on disk, or the error that kept
+// it off. If ctx ends first, Wait returns its error and the batch stays
+// queued.
+func (p *Pending) Wait(ctx context.Context) error {
 	select {
 	case <-p.done:
 		return p.err
@@ -41,9 +53,18 @@ func (s *Store) commit(ctx context.Context, ws []write) error {
 	}
 }
 
+// commit is Commit for writes sorted by key.
+func (s *Store) commit(ctx context.Context, ws []write) error {
+	p, err := s.submit(ws)
+	if err != nil {
+		return err
+	}
+	return p.Wait(ctx)
+}
+
 // submit queues writes sorted by key and wakes the committer.
-func (s *Store) submit(ws []write) (*pending, error) {
-	p := &pending{writes: ws, done: make(chan struct{})}
+func (s *Store) submit(ws []write) (*Pending, error) {
+	p := &Pending{writes: ws, done: make(chan struct{})}
 	if err := s.enqueue(p); err != nil {
 		return nil, err
 	}
@@ -56,7 +77,7 @@ func (s *Store) submit(ws []write) (*pending, error) {
 
 // enqueue puts p into the overlay and the queue, in one step so that the
 // queue's order is the order of the overlay's batch numbers.
-func (s *Store) enqueue(p *pending) error {
+func (s *Store) enqueue(p *Pending) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -129,7 +150,7 @@ func (s *Store) commitQueued() {
 
 // write puts the group's writes into one datastore batch, in queue order
 // so that the newest write of a key wins, and commits it.
-func (s *Store) write(group []*pending) error {
+func (s *Store) write(group []*Pending) error {
 	n := 0
 	for _, p := range group {
 		n += len(p.writes)

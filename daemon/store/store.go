@@ -26,7 +26,7 @@ type Store struct {
 
 	mu     sync.RWMutex
 	ov     *overlay
-	queue  []*pending // batches not yet taken by the committer
+	queue  []*Pending // batches not yet taken by the committer
 	gen    uint64     // number of the newest batch queued
 	closed bool
 	failed error // set by a failed commit; later commits fail too

@@ -95,7 +95,7 @@ func (b *gatedBatch) Commit(ctx context.Context) error {
 	return b.Batch.Commit(ctx)
 }
 
-func submit(t *testing.T, s *Store, spec []string) *pending {
+func submit(t *testing.T, s *Store, spec []string) *Pending {
 	t.Helper()
 	p, err := s.submit(writes(spec...))
 	if err != nil {
@@ -104,7 +104,7 @@ func submit(t *testing.T, s *Store, spec []string) *pending {
 	return p
 }
 
-func await(t *testing.T, p *pending) {
+func await(t *testing.T, p *Pending) {
 	t.Helper()
 	<-p.done
 	if p.err != nil {
@@ -238,7 +238,7 @@ func runFlight(t *testing.T, s *Store, tc readCase) {
 	g := hold(s)
 	first := submit(t, s, tc.flight[0])
 	<-g.entered
-	var rest []*pending
+	var rest []*Pending
 	for _, b := range tc.flight[1:] {
 		rest = append(rest, submit(t, s, b))
 	}
