@@ -11,6 +11,9 @@ const (
 	DefaultMemTableSize = 16 << 20 // bytes
 )
 
+// memTables is how many memtables pebble keeps before it stalls writes.
+const memTables = 2
+
 // Limits on Options.MemTableSize.
 const (
 	minMemTableSize = 1 << 20 // bytes
@@ -19,8 +22,8 @@ const (
 
 // Options configures a pebble-backed Store. The zero value is ready to use.
 type Options struct {
-	// CacheSize is the size of pebble's block cache, in bytes.
-	// Zero means DefaultCacheSize (32 MiB).
+	// CacheSize is the size of pebble's block cache, in bytes, on top of
+	// the memtables. Zero means DefaultCacheSize (32 MiB).
 	CacheSize int64
 
 	// MemTableSize is the size of one pebble memtable, in bytes, between

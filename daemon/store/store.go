@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	pebbleds "github.com/ipfs/go-ds-pebble"
@@ -49,12 +50,21 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.NoSync {
 		wo = pebble.NoSync
 	}
+	po := &pebble.Options{
+		MemTableSize:                uint64(opts.MemTableSize),
+		MemTableStopWritesThreshold: memTables,
+		FormatMajorVersion:          pebble.FormatNewest,
+	}
+	// Every write of a new object or message first looks for the key it
+	// is about to create; bloom filters answer most such misses without
+	// reading a data block. Level 0's policy carries to the levels below.
+	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	// Pebble charges its memtables to the block cache: without room for
+	// them on top, a cache the size of two memtables caches nothing.
+	cache := opts.CacheSize + memTables*opts.MemTableSize
 	d, err := pebbleds.NewDatastore(dir,
-		pebbleds.WithCacheSize(opts.CacheSize),
-		pebbleds.WithPebbleOpts(&pebble.Options{
-			MemTableSize:       uint64(opts.MemTableSize),
-			FormatMajorVersion: pebble.FormatNewest,
-		}),
+		pebbleds.WithCacheSize(cache),
+		pebbleds.WithPebbleOpts(po),
 		pebbleds.WithPebbleWriteOptions(wo))
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
