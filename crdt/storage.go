@@ -35,6 +35,19 @@ func NewBatch() *Batch { return &Batch{writes: make(map[string][]byte)} }
 func (b *Batch) put(key string, value []byte) { b.writes[key] = value }
 func (b *Batch) del(key string)               { b.writes[key] = nil }
 
+// Put adds a write of key to the batch, so that a caller's own records
+// (outside the engine's prefixes "r/" and "realms/") land atomically with
+// the engine's. A nil value is stored as an empty one.
+func (b *Batch) Put(key string, value []byte) {
+	if value == nil {
+		value = []byte{}
+	}
+	b.put(key, value)
+}
+
+// Delete adds a delete of key to the batch.
+func (b *Batch) Delete(key string) { b.del(key) }
+
 // Reset empties the batch for another use, keeping its memory. Call it
 // only once the batch is committed and nothing reads it any more.
 func (b *Batch) Reset() { clear(b.writes) }

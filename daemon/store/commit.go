@@ -7,22 +7,19 @@ import (
 	"github.com/realmsync/realmsync/crdt"
 )
 
-// Pending is a batch queued for commit; Wait says when it is on disk.
+// Pending is a batch written to the store; Wait says when it is durable.
 type Pending struct {
-	writes []write
-	gen    uint64
-	err    error         // set before done is closed
-	done   chan struct{} // closed once the batch is on disk or has failed
+	err  error         // set before done is closed
+	done chan struct{} // closed once the batch is synced or has failed
 }
 
-// Commit queues b and returns once it is durably on disk (unless the
-// Store was opened with NoSync). From the moment Commit is called, Get and
-// Scan see b's writes. Concurrent calls share one datastore write and one
-// fsync. Committing an empty batch waits for every batch queued before it.
+// Commit writes b and returns once it is durably on disk (unless the
+// Store was opened with NoSync). Concurrent calls share one fsync. Once a
+// write or sync has failed, every later Commit fails too. After Close,
+// Commit returns ErrClosed.
 //
-// If ctx ends first, Commit returns its error, but b stays queued and may
-// still reach disk. Once a commit has failed, every later Commit fails
-// too. After Close, Commit returns ErrClosed.
+// If ctx ends first, Commit returns its error; b is written all the same
+// and may still become durable.
 func (s *Store) Commit(ctx context.Context, b *crdt.Batch) error {
 	p, err := s.Queue(b)
 	if err != nil {
@@ -31,19 +28,36 @@ func (s *Store) Commit(ctx context.Context, b *crdt.Batch) error {
 	return p.Wait(ctx)
 }
 
-// Queue is the first half of Commit: it queues b and returns at once.
-// Batches reach disk in the order they were queued, so a caller that
-// builds batches under a lock (one Realm's, say) queues them under that
-// lock and waits for them outside it: its writers then share syncs while
-// a later batch never lands before an earlier one. b may be reused once
-// Queue returns.
+// Queue is the first half of Commit: it writes b, which Get and Scan see
+// from then on, and returns without waiting for the sync. Batches are
+// written in the order Queue is called, so a caller that builds batches
+// under a lock (one Realm's, say) queues them under that lock and waits
+// outside it: its writers then share syncs while no batch can overtake an
+// earlier one. b may be reused once Queue returns.
 func (s *Store) Queue(b *crdt.Batch) (*Pending, error) {
-	return s.submit(flatten(b))
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.usable(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	if err := s.write(b); err != nil {
+		err = fmt.Errorf("commit: %w", err)
+		s.fail(err)
+		return nil, err
+	}
+	p := &Pending{done: make(chan struct{})}
+	s.mu.Lock()
+	s.unsynced = append(s.unsynced, p)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default: // the syncer is already due to look
+	}
+	return p, nil
 }
 
-// Wait returns once the batch is durably on disk, or the error that kept
-// it off. If ctx ends first, Wait returns its error and the batch stays
-// queued.
+// Wait returns once the batch is durable, or the error that kept it from
+// becoming so. If ctx ends first, Wait returns its error instead.
 func (p *Pending) Wait(ctx context.Context) error {
 	select {
 	case <-p.done:
@@ -53,130 +67,93 @@ func (p *Pending) Wait(ctx context.Context) error {
 	}
 }
 
-// commit is Commit for writes sorted by key.
-func (s *Store) commit(ctx context.Context, ws []write) error {
-	p, err := s.submit(ws)
-	if err != nil {
-		return err
-	}
-	return p.Wait(ctx)
-}
-
-// submit queues writes sorted by key and wakes the committer.
-func (s *Store) submit(ws []write) (*Pending, error) {
-	p := &Pending{writes: ws, done: make(chan struct{})}
-	if err := s.enqueue(p); err != nil {
-		return nil, err
-	}
-	select {
-	case s.wake <- struct{}{}:
-	default: // the committer is already due to look at the queue
-	}
-	return p, nil
-}
-
-// enqueue puts p into the overlay and the queue, in one step so that the
-// queue's order is the order of the overlay's batch numbers.
-func (s *Store) enqueue(p *Pending) error {
+// usable returns ErrClosed after Close, and the earlier failure after one.
+func (s *Store) usable() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.closed:
-		return fmt.Errorf("commit: %w", ErrClosed)
+		return ErrClosed
 	case s.failed != nil:
-		return fmt.Errorf("commit: earlier failure: %w", s.failed)
+		return fmt.Errorf("earlier failure: %w", s.failed)
 	}
-	s.gen++
-	p.gen = s.gen
-	s.ov.add(p.writes, p.gen)
-	s.queue = append(s.queue, p)
 	return nil
 }
 
-// run is the committer: it commits whatever is queued each time it is
-// woken, and what is left when the Store closes.
+// fail records the first failure; every later commit returns it.
+func (s *Store) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed == nil {
+		s.failed = err
+	}
+}
+
+// write puts a batch's writes into one datastore batch and commits it,
+// unsynced. The caller holds s.wmu.
+func (s *Store) write(b *crdt.Batch) error {
+	if b.Len() == 0 {
+		return nil
+	}
+	ctx := context.Background()
+	db, err := s.d.Batch(ctx)
+	if err != nil {
+		return fmt.Errorf("new batch: %w", err)
+	}
+	b.Each(func(key string, val []byte) {
+		switch {
+		case err != nil:
+		case val == nil:
+			err = db.Delete(ctx, dsKey(key))
+		default:
+			err = db.Put(ctx, dsKey(key), val)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("stage batch: %w", err)
+	}
+	if err := db.Commit(ctx); err != nil {
+		return fmt.Errorf("write %d keys: %w", b.Len(), err)
+	}
+	return nil
+}
+
+// run is the syncer: each time it is woken it makes everything written so
+// far durable with one sync, then tells the waiters. It syncs what is left
+// when the Store closes.
 func (s *Store) run() {
 	defer close(s.done)
 	for {
 		select {
 		case <-s.wake:
-			s.commitQueued()
+			s.syncWritten()
 		case <-s.stop:
-			// Close has refused new batches; nothing can join the queue.
-			s.commitQueued()
+			// Close has refused new batches; nothing can join.
+			s.syncWritten()
 			return
 		}
 	}
 }
 
-// commitQueued writes every queued batch as one synced datastore batch,
-// then acknowledges each of them.
-func (s *Store) commitQueued() {
+// syncWritten syncs the batches written so far and acknowledges them.
+// Batches written while the sync runs wait for the next one.
+func (s *Store) syncWritten() {
 	s.mu.Lock()
-	group := s.queue
-	s.queue = nil
+	group := s.unsynced
+	s.unsynced = nil
 	s.mu.Unlock()
 	if len(group) == 0 {
 		return
 	}
 
-	err := s.write(group)
-
-	s.mu.Lock()
+	err := s.sync()
 	if err != nil {
-		// What is on disk is now uncertain: refuse everything queued
-		// behind, and read only the datastore from now on.
-		s.failed = err
-		err = fmt.Errorf("commit: %w", err)
-		group = append(group, s.queue...)
-		s.queue = nil
-		s.ov.reset()
-	} else {
-		dropped := false
-		for _, p := range group {
-			dropped = s.ov.drop(p.writes, p.gen) || dropped
-		}
-		if dropped {
-			s.ov.compact()
-		}
+		// What is on disk is now uncertain: refuse everything from now on.
+		err = fmt.Errorf("sync: %w", err)
+		s.fail(err)
 	}
-	s.mu.Unlock()
-
 	for _, p := range group {
 		p.err = err
 		close(p.done)
 	}
-}
-
-// write puts the group's writes into one datastore batch, in queue order
-// so that the newest write of a key wins, and commits it.
-func (s *Store) write(group []*Pending) error {
-	n := 0
-	for _, p := range group {
-		n += len(p.writes)
-	}
-	if n == 0 {
-		return nil
-	}
-	ctx := context.Background()
-	b, err := s.d.Batch(ctx)
-	if err != nil {
-		return fmt.Errorf("new batch: %w", err)
-	}
-	for _, p := range group {
-		for _, w := range p.writes {
-			if w.del {
-				err = b.Delete(ctx, dsKey(w.key))
-			} else {
-				err = b.Put(ctx, dsKey(w.key), w.val)
-			}
-			if err != nil {
-				return fmt.Errorf("stage %s: %w", w.key, err)
-			}
-		}
-	}
-	if err := b.Commit(ctx); err != nil {
-		return fmt.Errorf("write %d keys: %w", n, err)
-	}
-	return nil
 }

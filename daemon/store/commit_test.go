@@ -12,7 +12,7 @@ import (
 )
 
 // TestEmptyCommitWaits checks that committing an empty batch returns only
-// after the batches queued before it are on disk.
+// after the batches queued before it are synced.
 func TestEmptyCommitWaits(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
@@ -21,20 +21,22 @@ func TestEmptyCommitWaits(t *testing.T) {
 			first := submit(t, s, []string{"a=1"})
 			<-g.entered
 			empty := submit(t, s, nil)
-			select {
-			case <-empty.done:
-				t.Fatal("empty commit returned while an earlier batch was in flight")
-			default:
-			}
 			g.proceed <- struct{}{}
 			await(t, first)
+			select {
+			case <-empty.done:
+				t.Fatal("empty commit returned before a sync that followed it")
+			default:
+			}
+			<-g.entered
+			g.proceed <- struct{}{}
 			await(t, empty)
 		})
 	}
 }
 
 // TestCommitContextEnds checks that Commit gives up waiting when its
-// context ends, while the batch stays visible and still reaches disk.
+// context ends, while the batch stays visible and is still synced.
 func TestCommitContextEnds(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
@@ -42,7 +44,7 @@ func TestCommitContextEnds(t *testing.T) {
 			g := hold(s)
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
-			err := s.commit(ctx, writes("a=1"))
+			err := s.Commit(ctx, batch("a=1"))
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("commit with a canceled context: got %v, want context.Canceled", err)
 			}
@@ -74,30 +76,39 @@ type failingBatch struct{ ds.Batch }
 
 func (failingBatch) Commit(context.Context) error { return errDisk }
 
-// TestCommitFailure checks that a failed write fails its batch and every
-// later one, and leaves only what is on disk readable.
+// TestCommitFailure checks that a failed write or sync fails its batch and
+// every later one, while what was committed before stays readable.
 func TestCommitFailure(t *testing.T) {
+	breaks := []struct {
+		name    string
+		breakIt func(s *Store)
+	}{
+		{"write", func(s *Store) { s.d = failing{s.d} }},
+		{"sync", func(s *Store) { s.sync = func() error { return errDisk } }},
+	}
 	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			s, _ := be.open(t)
-			ctx := context.Background()
-			if err := s.commit(ctx, writes("a=1")); err != nil {
-				t.Fatal(err)
-			}
-			s.d = failing{s.d}
-			if err := s.commit(ctx, writes("a=2", "b=2")); !errors.Is(err, errDisk) {
-				t.Fatalf("failing commit: got %v, want %v", err, errDisk)
-			}
-			if got, err := s.Get("a"); err != nil || string(got) != "1" {
-				t.Errorf("Get(a) after failure = %q, %v; want the committed 1", got, err)
-			}
-			if _, err := s.Get("b"); !errors.Is(err, crdt.ErrNotFound) {
-				t.Errorf("Get(b) after failure: got %v, want ErrNotFound", err)
-			}
-			if err := s.commit(ctx, writes("c=3")); !errors.Is(err, errDisk) {
-				t.Errorf("commit after failure: got %v, want %v", err, errDisk)
-			}
-		})
+		for _, br := range breaks {
+			t.Run(be.name+"/"+br.name, func(t *testing.T) {
+				s, _ := be.open(t)
+				ctx := context.Background()
+				if err := s.Commit(ctx, batch("a=1")); err != nil {
+					t.Fatal(err)
+				}
+				br.breakIt(s)
+				if err := s.Commit(ctx, batch("a=2", "b=2")); !errors.Is(err, errDisk) {
+					t.Fatalf("failing commit: got %v, want %v", err, errDisk)
+				}
+				if got, err := s.Get("a"); err != nil || len(got) != 1 {
+					t.Errorf("Get(a) after failure = %q, %v; want a value", got, err)
+				}
+				if err := s.Commit(ctx, batch("c=3")); !errors.Is(err, errDisk) {
+					t.Errorf("commit after failure: got %v, want %v", err, errDisk)
+				}
+				if _, err := s.Get("c"); !errors.Is(err, crdt.ErrNotFound) {
+					t.Errorf("Get(c), refused after the failure: got %v, want ErrNotFound", err)
+				}
+			})
+		}
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package store is the durable storage under the crdt engine: an ordered
 // key-value store with text keys, kept in pebble on disk (or in a map for
-// tests), that implements crdt.Storage.
+// tests) behind the go-datastore interface, that implements crdt.Storage.
 //
 // # Keys
 //
@@ -10,32 +10,30 @@
 //
 // # Group commit
 //
-// Commit returns once a batch is durably on disk. One committer goroutine,
-// started by Open and stopped by Close, takes every batch queued so far,
-// writes them into one datastore batch in queue order and commits it with a
-// single fsync, then acknowledges all of them; so concurrent writers share
-// one sync instead of paying one each. If that write fails, every batch of
-// the group gets the same error, and so does every later Commit: close the
-// Store and open it again.
+// A batch is written as soon as it is queued, unsynced: pebble puts it in
+// its memtable, where Get and Scan see it, and appends it to its write-ahead
+// log. One syncer goroutine, started by Open and stopped by Close, then
+// makes every batch written so far durable with a single sync of that log,
+// and acknowledges all of them. Batches written while a sync runs wait for
+// the next one. Concurrent writers thus share syncs, and a writer holding
+// a lock (a Realm's) only holds it for the write, never for the sync.
 //
-// # Reading batches in flight
-//
-// The engine reads its own earlier writes, committed or not (see the
-// Storage interface in crdt/storage.go). A batch therefore enters an
-// in-memory overlay when Commit queues it, before any write to disk: Get
-// and Scan read the overlay first and the datastore under it. A key holds
-// the value (or delete mark) of the newest batch in flight that wrote it,
-// and leaves the overlay only when that batch is on disk; an older batch
-// reaching disk leaves a newer value in place.
+// The log holds batches in the order they were written, and a sync makes
+// everything before it durable, so a crash can lose only a suffix of the
+// batches, and only batches that nobody was told were durable. If a write
+// or a sync fails, the batches waiting get the error, and so does every
+// later Commit: close the Store and open it again.
 //
 // # The caller's duties, in order
 //
 //  1. Open one Store per data dir; this package takes no lock on the dir.
-//  2. Hand every crdt.Batch to Commit, and acknowledge nothing that
-//     depends on it until Commit returns nil.
-//  3. If Commit fails because its context ended, the batch is still queued
-//     and may reach disk later; treat it as not acknowledged.
-//  4. If Commit fails otherwise, drop every Realm open on this Store, then
-//     Close it and Open it again.
-//  5. Close the Store once nothing uses it any more.
+//  2. Hand every crdt.Batch to Commit (or Queue, then Wait), and
+//     acknowledge nothing that depends on it until that returns nil.
+//  3. Queue the batches of one Realm in the order the Realm made them:
+//     under the lock that serialises the Realm's calls.
+//  4. If Wait fails because its context ended, the batch may still become
+//     durable; treat it as not acknowledged.
+//  5. If a commit fails otherwise, drop every Realm open on this Store,
+//     then Close it and Open it again.
+//  6. Close the Store once nothing uses it any more.
 package store

@@ -46,18 +46,27 @@ func newAuthor(tb testing.TB, s *Store, priv ed25519.PrivateKey) *author {
 }
 
 func openAuthor(s *Store, priv ed25519.PrivateKey) (*author, error) {
-	a := &author{s: s, priv: priv, wall: t0}
-	copy(a.pub[:], priv.Public().(ed25519.PublicKey))
 	ids, err := s.Realms()
 	if err != nil {
 		return nil, err
 	}
-	if len(ids) > 0 {
-		a.r, err = crdt.Open(s, ids[0])
-		return a, err
+	if len(ids) == 0 {
+		return createRealm(s, priv, 7)
 	}
+	a := &author{s: s, priv: priv, wall: t0}
+	copy(a.pub[:], priv.Public().(ed25519.PublicKey))
+	a.r, err = crdt.Open(s, ids[0])
+	return a, err
+}
+
+// createRealm creates a new realm in s; each nonce makes another one.
+func createRealm(s *Store, priv ed25519.PrivateKey, nonce byte) (*author, error) {
+	a := &author{s: s, priv: priv, wall: t0}
+	copy(a.pub[:], priv.Public().(ed25519.PublicKey))
 	b := crdt.NewBatch()
-	if a.r, _, err = crdt.Create(s, b, priv, "store test", "a", [16]byte{7}, t0); err != nil {
+	var err error
+	a.r, _, err = crdt.Create(s, b, priv, "store test", "a", [16]byte{nonce}, t0)
+	if err != nil {
 		return nil, err
 	}
 	return a, s.Commit(context.Background(), b)

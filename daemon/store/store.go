@@ -24,32 +24,29 @@ var ErrClosed = errors.New("store closed")
 type Store struct {
 	d    ds.Batching
 	scan openCursor
+	sync func() error // makes every write so far durable
 
-	mu     sync.RWMutex
-	ov     *overlay
-	queue  []*Pending // batches not yet taken by the committer
-	gen    uint64     // number of the newest batch queued
-	closed bool
-	failed error // set by a failed commit; later commits fail too
+	wmu sync.Mutex // held while a batch is written: one at a time, in order
+
+	mu       sync.Mutex
+	unsynced []*Pending // written, waiting for the next sync
+	closed   bool
+	failed   error // set by a failed write or sync; later commits fail too
 
 	readers sync.WaitGroup // Get and Scan calls reading d
-	wake    chan struct{}  // buffered 1: the queue is not empty
+	wake    chan struct{}  // buffered 1: there is something to sync
 	stop    chan struct{}  // closed by Close
-	done    chan struct{}  // closed when the committer has ended
+	done    chan struct{}  // closed when the syncer has ended
 }
 
 var _ crdt.Storage = (*Store)(nil)
 
-// Open opens (or creates) a pebble store in dir and starts its committer.
+// Open opens (or creates) a pebble store in dir and starts its syncer.
 func Open(dir string, opts Options) (*Store, error) {
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	opts = opts.withDefaults()
-	wo := pebble.Sync
-	if opts.NoSync {
-		wo = pebble.NoSync
-	}
 	po := &pebble.Options{
 		MemTableSize:                uint64(opts.MemTableSize),
 		MemTableStopWritesThreshold: memTables,
@@ -62,25 +59,32 @@ func Open(dir string, opts Options) (*Store, error) {
 	// Pebble charges its memtables to the block cache: without room for
 	// them on top, a cache the size of two memtables caches nothing.
 	cache := opts.CacheSize + memTables*opts.MemTableSize
+	// Batches are written unsynced, as they come; the syncer then makes
+	// all of them durable at once by syncing the write-ahead log, which
+	// holds them in order.
 	d, err := pebbleds.NewDatastore(dir,
 		pebbleds.WithCacheSize(cache),
 		pebbleds.WithPebbleOpts(po),
-		pebbleds.WithPebbleWriteOptions(wo))
+		pebbleds.WithPebbleWriteOptions(pebble.NoSync))
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	return start(d, pebbleScan(d.DB)), nil
+	sync := func() error { return d.DB.LogData(nil, pebble.Sync) }
+	if opts.NoSync {
+		sync = func() error { return nil }
+	}
+	return start(d, pebbleScan(d.DB), sync), nil
 }
 
 // OpenMemory returns a Store kept in memory, for tests.
 func OpenMemory() *Store {
 	d := dssync.MutexWrap(ds.NewMapDatastore())
-	return start(d, queryScan(d))
+	return start(d, queryScan(d), func() error { return nil })
 }
 
-func start(d ds.Batching, scan openCursor) *Store {
+func start(d ds.Batching, scan openCursor, sync func() error) *Store {
 	s := &Store{
-		d: d, scan: scan, ov: newOverlay(),
+		d: d, scan: scan, sync: sync,
 		wake: make(chan struct{}, 1),
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
@@ -89,25 +93,22 @@ func start(d ds.Batching, scan openCursor) *Store {
 	return s
 }
 
-// Get returns the value of key, or an error wrapping crdt.ErrNotFound. It
-// sees the writes of batches still in flight.
-func (s *Store) Get(key string) ([]byte, error) {
-	s.mu.RLock()
+// enter registers a reader of d, unless the Store is closed.
+func (s *Store) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.RUnlock()
-		return nil, fmt.Errorf("get %s: %w", key, ErrClosed)
+		return false
 	}
-	w, ok := s.ov.get(key)
-	if !ok {
-		s.readers.Add(1)
-	}
-	s.mu.RUnlock()
+	s.readers.Add(1)
+	return true
+}
 
-	switch {
-	case ok && w.del:
-		return nil, fmt.Errorf("get %s: %w", key, crdt.ErrNotFound)
-	case ok:
-		return w.val, nil
+// Get returns the value of key, or an error wrapping crdt.ErrNotFound. It
+// sees every batch queued, synced or not.
+func (s *Store) Get(key string) ([]byte, error) {
+	if !s.enter() {
+		return nil, fmt.Errorf("get %s: %w", key, ErrClosed)
 	}
 	defer s.readers.Done()
 	val, err := s.d.Get(context.Background(), dsKey(key))
@@ -121,58 +122,24 @@ func (s *Store) Get(key string) ([]byte, error) {
 }
 
 // Scan calls fn for each key that starts with prefix and is not less than
-// start, in ascending order, until fn returns false. It sees the writes of
-// batches still in flight. The value is only valid during the call.
+// start, in ascending order, until fn returns false. It reads a snapshot
+// taken when it is called, which holds every batch queued before. The
+// value is only valid during the call.
 func (s *Store) Scan(prefix, start string, fn func(key string, value []byte) bool) error {
-	from := max(prefix, start)
-
-	// Copy the overlay and open the cursor under one lock: a batch then
-	// leaves the overlay either before both or after both, never between.
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
+	if !s.enter() {
 		return fmt.Errorf("scan %s: %w", prefix, ErrClosed)
 	}
-	mine := s.ov.scan(prefix, from)
-	c, err := s.scan(prefix, from)
-	if err == nil {
-		s.readers.Add(1)
-	}
-	s.mu.RUnlock()
+	defer s.readers.Done()
+	c, err := s.scan(prefix, max(prefix, start))
 	if err != nil {
 		return fmt.Errorf("scan %s: %w", prefix, err)
 	}
-	defer s.readers.Done()
-
-	merge(mine, c, fn)
+	for c.next() && fn(c.key(), c.value()) {
+	}
 	if err := c.close(); err != nil {
 		return fmt.Errorf("scan %s: %w", prefix, err)
 	}
 	return nil
-}
-
-// merge calls fn for the union of the overlay's writes and the cursor's
-// keys, in key order: an overlay write hides the cursor's key, and a
-// delete hides it altogether.
-func merge(mine []write, c cursor, fn func(string, []byte) bool) {
-	more := c.next()
-	for more || len(mine) > 0 {
-		if len(mine) == 0 || more && c.key() < mine[0].key {
-			if !fn(c.key(), c.value()) {
-				return
-			}
-			more = c.next()
-			continue
-		}
-		w := mine[0]
-		mine = mine[1:]
-		if more && c.key() == w.key {
-			more = c.next()
-		}
-		if !w.del && !fn(w.key, w.val) {
-			return
-		}
-	}
 }
 
 // Realms lists the ids of the realms this store holds.
@@ -192,17 +159,21 @@ func (s *Store) Realms() ([]crdt.RealmID, error) {
 	return ids, nil
 }
 
-// Close commits the batches already queued, stops the committer and
-// closes the datastore. Later calls return ErrClosed; closing twice is
+// Close syncs the batches already queued, stops the syncer and closes
+// the datastore. Later calls return ErrClosed; closing twice is
 // not an error.
 func (s *Store) Close() error {
+	// Taking wmu first means no batch is half written: each one queued
+	// is in s.unsynced for the syncer's last round.
+	s.wmu.Lock()
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
+	was := s.closed
 	s.closed = true
 	s.mu.Unlock()
+	s.wmu.Unlock()
+	if was {
+		return nil
+	}
 
 	close(s.stop)
 	<-s.done

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	ds "github.com/ipfs/go-datastore"
-
 	"github.com/realmsync/realmsync/crdt"
 )
 
@@ -48,56 +46,43 @@ func mustOpen(t testing.TB, dir string, opts Options) *Store {
 	return s
 }
 
-// writes reads a batch written as "k=v" (put; v may be empty) and "-k"
-// (delete), and returns it sorted by key as the committer expects it.
-func writes(spec ...string) []write {
-	var ws []write
+// batch reads a batch written as "k=v" (put; v may be empty) and "-k"
+// (delete).
+func batch(spec ...string) *crdt.Batch {
+	b := crdt.NewBatch()
 	for _, s := range spec {
 		if k, ok := strings.CutPrefix(s, "-"); ok {
-			ws = append(ws, write{key: k, del: true})
+			b.Delete(k)
 			continue
 		}
 		k, v, _ := strings.Cut(s, "=")
-		ws = append(ws, write{key: k, val: []byte(v)})
+		b.Put(k, []byte(v))
 	}
-	slices.SortFunc(ws, func(a, b write) int { return strings.Compare(a.key, b.key) })
-	return ws
+	return b
 }
 
-// gate holds every datastore batch commit until the test lets it go.
+// gate holds every sync of a Store until the test lets it go.
 type gate struct {
-	ds.Batching
-	entered chan struct{} // a commit is waiting
-	proceed chan struct{} // lets one commit go on
+	entered chan struct{} // a sync is waiting
+	proceed chan struct{} // lets one sync go on
 }
 
-// hold makes every later commit of s wait at a gate. Call it while no
-// commit is in progress.
+// hold makes every later sync of s wait at a gate. Call it before the
+// first Queue of the test.
 func hold(s *Store) *gate {
-	g := &gate{Batching: s.d, entered: make(chan struct{}), proceed: make(chan struct{})}
-	s.d = g
+	g := &gate{entered: make(chan struct{}), proceed: make(chan struct{})}
+	sync := s.sync
+	s.sync = func() error {
+		g.entered <- struct{}{}
+		<-g.proceed
+		return sync()
+	}
 	return g
-}
-
-func (g *gate) Batch(ctx context.Context) (ds.Batch, error) {
-	b, err := g.Batching.Batch(ctx)
-	return &gatedBatch{Batch: b, g: g}, err
-}
-
-type gatedBatch struct {
-	ds.Batch
-	g *gate
-}
-
-func (b *gatedBatch) Commit(ctx context.Context) error {
-	b.g.entered <- struct{}{}
-	<-b.g.proceed
-	return b.Batch.Commit(ctx)
 }
 
 func submit(t *testing.T, s *Store, spec []string) *Pending {
 	t.Helper()
-	p, err := s.submit(writes(spec...))
+	p, err := s.Queue(batch(spec...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,9 +91,8 @@ func submit(t *testing.T, s *Store, spec []string) *Pending {
 
 func await(t *testing.T, p *Pending) {
 	t.Helper()
-	<-p.done
-	if p.err != nil {
-		t.Fatal(p.err)
+	if err := p.Wait(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -122,7 +106,7 @@ const absent = "<absent>"
 
 // readCase is what Get and Scan must show once the batches of disk have
 // been committed and those of flight queued, whatever part of flight has
-// reached disk.
+// been synced.
 type readCase struct {
 	name   string
 	disk   [][]string
@@ -163,7 +147,7 @@ var readCases = []readCase{{
 	gets:   map[string]string{"a": "3", "b": absent},
 	scans:  []scanCase{{"", "", 0, []string{"a=3"}}},
 }, {
-	name:   "older batch reaching disk keeps a newer delete",
+	name:   "older batch synced keeps a newer delete",
 	flight: [][]string{{"a=1"}, {"-a"}},
 	gets:   map[string]string{"a": absent},
 	scans:  []scanCase{{"", "", 0, nil}},
@@ -207,8 +191,8 @@ var readCases = []readCase{{
 	},
 }}
 
-// TestReads checks Get and Scan while batches are in flight, after the
-// first has reached disk, after all have, and after reopening.
+// TestReads checks Get and Scan while batches wait for their sync, after
+// the first is synced, after all are, and after reopening.
 func TestReads(t *testing.T) {
 	for _, be := range backends {
 		for _, tc := range readCases {
@@ -229,8 +213,8 @@ func TestReads(t *testing.T) {
 	}
 }
 
-// runFlight queues tc.flight with its first batch alone in the
-// committer's hands, and checks the reads at each step.
+// runFlight queues tc.flight with its first batch alone in the syncer's
+// hands, and checks the reads at each step.
 func runFlight(t *testing.T, s *Store, tc readCase) {
 	if len(tc.flight) == 0 {
 		return
@@ -248,13 +232,13 @@ func runFlight(t *testing.T, s *Store, tc readCase) {
 	await(t, first)
 	if len(rest) > 0 {
 		<-g.entered
-		checkReads(t, s, tc, "first on disk")
+		checkReads(t, s, tc, "first synced")
 		g.proceed <- struct{}{}
 		for _, p := range rest {
 			await(t, p)
 		}
 	}
-	checkReads(t, s, tc, "all on disk")
+	checkReads(t, s, tc, "all synced")
 }
 
 func checkReads(t *testing.T, s *Store, tc readCase, when string) {
