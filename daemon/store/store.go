@@ -61,7 +61,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	cache := opts.CacheSize + memTables*opts.MemTableSize
 	// Batches are written unsynced, as they come; the syncer then makes
 	// all of them durable at once by syncing the write-ahead log, which
-	// holds them in order.
+	// holds them in order. When pebble moves to a new log file it syncs
+	// and closes the old one first, so a sync covers every earlier file.
 	d, err := pebbleds.NewDatastore(dir,
 		pebbleds.WithCacheSize(cache),
 		pebbleds.WithPebbleOpts(po),
