@@ -13,9 +13,13 @@ import (
 // be before the op is held back (in milliseconds).
 const MaxClockSkew = 60_000
 
-// MaxPending bounds the ops a realm holds back (ahead of a gap in their
-// chain, or stamped in the future) in memory.
-const MaxPending = 16384
+// MaxPending and MaxPendingBytes bound the ops a realm holds back (ahead
+// of a gap in their chain, or stamped in the future) in memory: by count,
+// and by the size of their encodings.
+const (
+	MaxPending      = 16384
+	MaxPendingBytes = 32 << 20
+)
 
 // head is the newest op of an author chain held here.
 type head struct {
@@ -42,7 +46,8 @@ type Realm struct {
 	clock   Clock
 
 	pending map[PublicKey]map[uint64]*Op
-	npend   int
+	npend   int // ops held in pending
+	nbytes  int // their encoded size
 }
 
 // Meta describes a realm: what its genesis op says.
@@ -371,11 +376,12 @@ func (r *Realm) hold(op *Op, res *Result) error {
 		}
 		return &Equivocation{Held: old, Got: op}
 	}
-	if r.npend >= MaxPending {
+	if r.npend >= MaxPending || r.nbytes+len(op.raw) > MaxPendingBytes {
 		return fmt.Errorf("op %s: %w", op, ErrPendingFull)
 	}
 	byseq[op.Seq] = op
 	r.npend++
+	r.nbytes += len(op.raw)
 	res.Held++
 	return nil
 }
@@ -401,9 +407,10 @@ func (r *Realm) release(b *Batch, author PublicKey, wallMs int64, res *Result) {
 
 func (r *Realm) dropPending(op *Op) {
 	if byseq := r.pending[op.Author]; byseq != nil {
-		if _, ok := byseq[op.Seq]; ok {
+		if held, ok := byseq[op.Seq]; ok {
 			delete(byseq, op.Seq)
 			r.npend--
+			r.nbytes -= len(held.raw)
 		}
 		if len(byseq) == 0 {
 			delete(r.pending, op.Author)

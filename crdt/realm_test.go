@@ -294,3 +294,45 @@ func TestObjectsPaging(t *testing.T) {
 		t.Errorf("Objects(after n01, 3) = %s, want %s", got, want)
 	}
 }
+
+// TestPendingBounded checks that ops held back ahead of a gap are bounded
+// in bytes, and that the held ones apply once the gap is filled.
+func TestPendingBounded(t *testing.T) {
+	a := founder(t, "a")
+	big := bytes.Repeat([]byte("x"), 60<<10)
+	var ops []*Op
+	for i := range MaxPendingBytes/len(big) + 10 {
+		ops = append(ops, a.write(&Set{Collection: "blobs", ID: fmt.Sprint(i),
+			Fields: []Field{{"v", big}}}, t0+1+int64(i)))
+	}
+	b := newReplica(t, "b", a.r.ID())
+	genesis, err := a.r.Op(a.pub, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.apply(genesis, t0); err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for _, op := range ops[1:] {
+		res, err := b.apply(op, t0)
+		if errors.Is(err, ErrPendingFull) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("apply %s: %v", op, err)
+		}
+		held += res.Held
+	}
+	if max := MaxPendingBytes / len(ops[1].Bytes()); held == 0 || held > max {
+		t.Fatalf("held %d ops of %d bytes before ErrPendingFull; want 1..%d",
+			held, len(ops[1].Bytes()), max)
+	}
+	res, err := b.apply(ops[0], t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(res.Stored); got != held+1 {
+		t.Errorf("filling the gap stored %d ops; want the %d held plus the missing one", got, held)
+	}
+}
