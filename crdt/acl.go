@@ -73,12 +73,13 @@ func (a *acl) roleAt(author PublicKey, seq uint64, frozen map[PublicKey]uint64) 
 
 // buildACL replays membership ops, which must be sorted in realm order.
 //
-// A revoke or leave names the last seq of the member's chain that stays
-// valid. When the replay meets one that voids a membership op of that member
-// which it had already applied (an op earlier in realm order but later in
-// the member's chain), it marks that op void and starts again. Void marks
-// only accumulate, so the replay ends after at most len(ops) restarts, and
-// the result depends on the set of ops alone.
+// A revoke, leave or role change takes effect from a seq of the member's
+// chain. When the replay meets one that takes away the role a membership op
+// of that member needed, an op it had already applied (earlier in realm
+// order but at or after that seq in the member's chain), it marks that op
+// void and starts again. The op making the change is never voided by it. Void marks only accumulate, so the replay ends
+// after at most len(ops) restarts, and the result depends on the set of ops
+// alone.
 func buildACL(genesis *Op, ops []*Op, frozen map[PublicKey]uint64) *acl {
 	void := make(map[Stamp]bool)
 	for _, op := range ops {
@@ -109,25 +110,26 @@ func replay(genesis *Op, ops []*Op, void map[Stamp]bool, frozen map[PublicKey]ui
 		segs: []segment{{1, RoleAdmin}}, active: true,
 		name: g.AuthorName, joined: genesis.Clock,
 	}
-	applied := make(map[PublicKey][]uint64) // seqs of effective ops per author
+	applied := make(map[PublicKey][]*Op) // effective ops per author
 	for _, op := range ops {
-		st := op.Stamp()
-		if void[st] || op.Kind() == KindGenesis {
+		if void[op.Stamp()] || op.Kind() == KindGenesis {
 			continue
 		}
 		if !a.allows(op, frozen) {
 			continue
 		}
-		cutMember, cutAt, cuts := a.effect(op)
-		applied[op.Author] = append(applied[op.Author], op.Seq)
-		if !cuts {
+		who, from, changed := a.effect(op)
+		applied[op.Author] = append(applied[op.Author], op)
+		if !changed {
 			continue
 		}
+		// The op itself was allowed when it took effect; only the ops
+		// applied before it can lose the role they needed.
 		again := false
-		for _, seq := range applied[cutMember] {
-			if seq > cutAt {
+		for _, prior := range applied[who] {
+			if prior != op && prior.Seq >= from && !a.allows(prior, frozen) {
+				a.void[prior.Stamp()] = true
 				again = true
-				a.markVoid(ops, cutMember, seq)
 			}
 		}
 		if again {
@@ -135,14 +137,6 @@ func replay(genesis *Op, ops []*Op, void map[Stamp]bool, frozen map[PublicKey]ui
 		}
 	}
 	return a, false
-}
-
-func (a *acl) markVoid(ops []*Op, author PublicKey, seq uint64) {
-	for _, op := range ops {
-		if op.Author == author && op.Seq == seq {
-			a.void[op.Stamp()] = true
-		}
-	}
 }
 
 // allows reports whether op's author may make it at its chain position.
@@ -159,9 +153,10 @@ func (a *acl) allows(op *Op, frozen map[PublicKey]uint64) bool {
 	return role >= RoleWriter // unknown kinds
 }
 
-// effect applies a permitted membership op. When the op removes a member it
-// returns that member and the last seq that stays valid.
-func (a *acl) effect(op *Op) (PublicKey, uint64, bool) {
+// effect applies a permitted membership op. When the op changes or ends a
+// member's role, it returns that member and the first seq of its chain
+// whose role changed.
+func (a *acl) effect(op *Op) (who PublicKey, from uint64, changed bool) {
 	switch b := op.Body.(type) {
 	case *Grant:
 		a.grant(b, op.Clock)
@@ -176,13 +171,14 @@ func (a *acl) effect(op *Op) (PublicKey, uint64, bool) {
 		} else {
 			m.segs = append(m.segs, segment{from, b.Role})
 		}
+		return b.Member, from, true
 	case *Revoke:
 		if a.remove(b.Member, b.LastSeq) {
-			return b.Member, b.LastSeq, true
+			return b.Member, b.LastSeq + 1, true
 		}
 	case *Leave:
 		if a.remove(op.Author, op.Seq) {
-			return op.Author, op.Seq, true
+			return op.Author, op.Seq + 1, true
 		}
 	case *RevokeOffer:
 		a.offer(b.Offer).revoked = true
@@ -283,8 +279,8 @@ func changedRanges(a, b *acl, heads map[PublicKey]*head, fa, fb map[PublicKey]ui
 	return out
 }
 
-// digest hashes the visible membership: active members with their roles
-// and names, offers, and the key epoch.
+// digest hashes the visible membership: active members with their roles,
+// names and times of joining, offers, and the key epoch with its keys.
 func (a *acl) digest() Hash {
 	keys := make([]PublicKey, 0, len(a.members))
 	for k, m := range a.members {
@@ -299,6 +295,7 @@ func (a *acl) digest() Hash {
 		w.key(k)
 		w.u8(uint8(m.role()))
 		w.str(m.name)
+		w.u64(uint64(m.joined))
 	}
 	ids := make([]OfferID, 0, len(a.offers))
 	for id := range a.offers {
@@ -311,6 +308,6 @@ func (a *acl) digest() Hash {
 		w.u32(uint32(o.uses))
 		w.flag(o.revoked)
 	}
-	w.u32(a.epoch)
+	(&Epoch{Number: a.epoch, Keys: a.keys}).encode(&w)
 	return sha256.Sum256(w.b)
 }

@@ -67,7 +67,8 @@
 //     write nothing but their own Leave.
 //   - Grant admits a member from FromSeq of its chain (1 for a newcomer;
 //     past the member's own head when it comes back, which the acceptance
-//     handshake tells the admin). Granting a current member does nothing.
+//     handshake tells the admin). Granting a current member changes no
+//     role, though an offer the grant names still counts the use.
 //   - ChangeRole gives a new role from FromSeq on (never before the start of
 //     the member's current role).
 //   - Revoke names LastSeq, the last op of the member's chain that stays
@@ -76,11 +77,13 @@
 //     things in, and undoes what it had applied of later ones.
 //
 // Membership ops are replayed in realm order, each judged by its author's
-// role at its seq as the replay stands. When a revoke voids a membership op
-// of the revoked member that the replay had already applied (an op earlier
-// in realm order, later in the member's chain, so the revoking admin had not
-// seen it) that op is marked void and the replay starts again; void marks
-// only accumulate, so this ends. The rule for concurrent admin actions
+// role at its seq as the replay stands. When a revoke, leave or role change
+// takes away the role that a membership op of that member needed, an op
+// the replay had already applied (earlier in realm order, at or after the
+// change's seq in the member's chain, so the changing admin had not seen
+// it), that op is marked void and the replay starts again; void marks only
+// accumulate, so this ends. The op that makes the change is never voided by
+// its own effect. The rule for concurrent admin actions
 // follows: when two admins revoke each other without having seen the
 // other's revoke, the revoke that sorts first in realm order (the earlier
 // clock; the smaller author key on a tie) takes effect, and the other, made
@@ -106,8 +109,8 @@
 //
 // Digest hashes the visible state: every visible object (its fields,
 // counters, set elements and creating stamp, which fixes message order),
-// the members with their roles and names, offer use counts and revocations,
-// and the key epoch. It is kept incrementally (an XOR of per-object hashes)
+// the members with their roles, names and times of joining, offer use
+// counts and revocations, and the key epoch with its sealed keys. It is kept incrementally (an XOR of per-object hashes)
 // and is equal on two replicas exactly when their queries show the same.
 //
 // # The caller's duties, in order
@@ -129,5 +132,7 @@
 //
 // Errors from decoding and from checking an op (ErrMalformed, ErrTooLarge,
 // ErrBadSignature, ErrWrongRealm, ErrBrokenChain, ErrNotMember,
-// ErrNotPermitted, ErrEquivocation, ErrClock) leave the realm unchanged.
+// ErrNotPermitted, ErrEquivocation, ErrClock) leave the realm unchanged;
+// ApplyRange keeps the ops before the one that failed, as a range of one
+// op at a time would.
 package crdt

@@ -218,9 +218,23 @@ replay:
 				}
 				continue
 			case *ChangeRole:
-				if m := mem[b.Member]; m != nil && m.active {
-					from := max(b.FromSeq, m.froms[len(m.froms)-1])
-					m.froms, m.roles = append(m.froms, from), append(m.roles, b.Role)
+				m := mem[b.Member]
+				if m == nil || !m.active {
+					continue
+				}
+				from := max(b.FromSeq, m.froms[len(m.froms)-1])
+				m.froms, m.roles = append(m.froms, from), append(m.roles, b.Role)
+				// A demotion voids the member's admin ops from its seq on
+				// that the replay had applied already.
+				restart := false
+				for _, done := range applied[b.Member] {
+					if done != op && done.Seq >= from && done.Kind() != KindLeave && m.at(done.Seq) != RoleAdmin {
+						void[done.Hash()] = true
+						restart = true
+					}
+				}
+				if restart {
+					continue replay
 				}
 				continue
 			case *Revoke:
@@ -245,7 +259,7 @@ replay:
 			m.active, m.cut = false, last
 			restart := false
 			for _, done := range applied[who] {
-				if done.Seq > last {
+				if done != op && done.Seq > last {
 					void[done.Hash()] = true
 					restart = true
 				}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -110,7 +111,15 @@ func errName(err error) string {
 // commit commits a batch to a node's store and checks the invariant that
 // reopening gives the same replica.
 func (w *world) commit(n *node, b *Batch) {
+	w.t.Helper()
 	n.st.Commit(b)
+	if n.realm == nil {
+		return
+	}
+	again := mustOpen(w.t, n.st, w.id)
+	if again.Digest() != n.realm.Digest() || !maps.Equal(again.VersionVector(), n.realm.VersionVector()) {
+		w.t.Fatalf("%s: reopening the store gives another replica", n.name)
+	}
 }
 
 // run executes one scenario line.
@@ -232,7 +241,7 @@ func (w *world) body(n *node, verb string, args []string) Body {
 		id := fmt.Sprintf("%s%d", n.name, w.now)
 		return &Set{Collection: MessagesCollection, ID: id,
 			Fields: []Field{{Name: "text", Value: []byte(strings.Join(args, " "))}}}
-	case "grant", "role": // grant NODE ROLE
+	case "grant", "role": // grant NODE ROLE [FROMSEQ]
 		m := w.node(args[0])
 		role, err := ParseRole(args[1])
 		if err != nil {
@@ -246,6 +255,9 @@ func (w *world) body(n *node, verb string, args []string) Body {
 			seq = max(seq, own)
 		}
 		from := seq + 1
+		if len(args) > 2 { // an explicit first seq
+			from, _ = strconv.ParseUint(args[2], 10, 64)
+		}
 		if verb == "role" {
 			return &ChangeRole{Member: m.pub, Role: role, FromSeq: from}
 		}
