@@ -166,6 +166,7 @@ func (r *Realm) rebuildACL(b *Batch, res *Result) error {
 	old := r.acl
 	r.acl = buildACL(r.genesis, r.mship, r.frozen)
 	res.Members = true
+	r.pruneStrangers()
 	return r.revalidate(b, old, r.frozen, res)
 }
 

@@ -103,7 +103,17 @@
 // stamped more than MaxClockSkew ahead of the wall time passed in is held
 // back in memory, neither applied nor dropped, until Tick sees the wall
 // clock catch up; since no op is ever judged by the local clock otherwise,
-// a skewed clock delays ops but never makes replicas differ for good.
+// a skewed clock delays ops but never makes replicas differ for good. Ops
+// made here are never held: after the wall clock steps back, Write stamps
+// past the realm's clock, and other replicas hold the op for a while.
+//
+// Ops ahead of a gap in their chain are held back too. The queue is bounded
+// (MaxPending ops, MaxPendingBytes bytes) and only authors who have been
+// members may use it: once the genesis op is here, a stranger's op ahead of
+// a gap is refused with ErrNotMember, and whatever strangers had queued
+// before is dropped. A held op keeps where it came from, so an op of a
+// catch-up range is judged as one when its gap fills. An op that conflicts
+// with a held one at the same position is an *Equivocation.
 //
 // # Digest
 //

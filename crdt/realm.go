@@ -45,7 +45,7 @@ type Realm struct {
 	objDig  Hash // XOR of the digests of all visible objects
 	clock   Clock
 
-	pending map[PublicKey]map[uint64]*Op
+	pending map[PublicKey]map[uint64]heldOp
 	npend   int // ops held in pending
 	nbytes  int // their encoded size
 }
@@ -122,7 +122,7 @@ func newRealm(st Storage, id RealmID) *Realm {
 		heads:   make(map[PublicKey]*head),
 		frozen:  make(map[PublicKey]uint64),
 		acl:     buildACL(nil, nil, nil),
-		pending: make(map[PublicKey]map[uint64]*Op),
+		pending: make(map[PublicKey]map[uint64]heldOp),
 	}
 }
 
@@ -237,6 +237,12 @@ func (t *Result) merge(r *Result) {
 	t.Void += r.Void
 }
 
+// heldOp is an op held back, with where it came from.
+type heldOp struct {
+	op  *Op
+	src how
+}
+
 // how says where an op comes from, which decides what apply checks.
 type how uint8
 
@@ -262,16 +268,25 @@ func (r *Realm) apply(b *Batch, op *Op, wallMs int64, src how) (*Result, error) 
 	if h != nil {
 		have = h.seq
 	}
+	// Ops made here are never held for their clock: after the wall clock
+	// steps back, the realm's clock runs ahead of it, and a local write
+	// must still land (other replicas hold it until their clocks catch up).
+	future := src != trusted && op.Clock.WallMs() > wallMs+MaxClockSkew
 	switch {
 	case op.Seq <= have:
 		return res, r.checkDuplicate(b, op, res)
-	case op.Seq > have+1 || op.Clock.WallMs() > wallMs+MaxClockSkew:
+	case op.Seq > have+1 || future:
 		if verify {
 			if err := op.VerifySignature(); err != nil {
 				return res, err
 			}
 		}
-		return res, r.hold(op, res)
+		// Only authors who have been members may fill the queue; before
+		// the genesis op is here, nobody can tell (see pruneStrangers).
+		if r.genesis != nil && r.acl.members[op.Author] == nil {
+			return res, fmt.Errorf("op %s: %w (held back, and not known here)", op, ErrNotMember)
+		}
+		return res, r.hold(op, src, res)
 	}
 	if h != nil && op.Prev != h.hash {
 		return res, fmt.Errorf("op %s: %w", op, ErrBrokenChain)
@@ -283,6 +298,9 @@ func (r *Realm) apply(b *Batch, op *Op, wallMs int64, src how) (*Result, error) 
 		if err := op.VerifySignature(); err != nil {
 			return res, err
 		}
+	}
+	if err := r.checkHeld(op); err != nil {
+		return res, err
 	}
 	if err := r.permit(op); err != nil {
 		if src != ranged || r.acl.members[op.Author] == nil {
@@ -363,23 +381,42 @@ func (r *Realm) permit(op *Op) error {
 	return nil
 }
 
-func (r *Realm) hold(op *Op, res *Result) error {
+// checkHeld compares op with an op held back at its position: two ops
+// signed at one position are an equivocation. A held copy whose signature
+// does not hold (it came inside a range) is dropped instead.
+func (r *Realm) checkHeld(op *Op) error {
+	held, ok := r.pending[op.Author][op.Seq]
+	if !ok || held.op.Hash() == op.Hash() {
+		return nil
+	}
+	if held.op.VerifySignature() != nil {
+		r.dropPending(op)
+		return nil
+	}
+	return &Equivocation{Held: held.op, Got: op}
+}
+
+func (r *Realm) hold(op *Op, src how, res *Result) error {
 	byseq := r.pending[op.Author]
 	if byseq == nil {
-		byseq = make(map[uint64]*Op)
+		byseq = make(map[uint64]heldOp)
 		r.pending[op.Author] = byseq
 	}
 	if old, ok := byseq[op.Seq]; ok {
-		if old.Hash() == op.Hash() {
+		if old.op.Hash() == op.Hash() {
+			if src == ranged {
+				// A range vouches for its ops: judge this one as one.
+				byseq[op.Seq] = heldOp{old.op, ranged}
+			}
 			res.Dups++
 			return nil
 		}
-		return &Equivocation{Held: old, Got: op}
+		return &Equivocation{Held: old.op, Got: op}
 	}
 	if r.npend >= MaxPending || r.nbytes+len(op.raw) > MaxPendingBytes {
 		return fmt.Errorf("op %s: %w", op, ErrPendingFull)
 	}
-	byseq[op.Seq] = op
+	byseq[op.Seq] = heldOp{op, src}
 	r.npend++
 	r.nbytes += len(op.raw)
 	res.Held++
@@ -390,12 +427,12 @@ func (r *Realm) hold(op *Op, res *Result) error {
 func (r *Realm) release(b *Batch, author PublicKey, wallMs int64, res *Result) {
 	for {
 		h := r.heads[author]
-		next := r.pending[author][h.seq+1]
-		if next == nil || next.Clock.WallMs() > wallMs+MaxClockSkew {
+		next, ok := r.pending[author][h.seq+1]
+		if !ok || next.op.Clock.WallMs() > wallMs+MaxClockSkew {
 			return
 		}
-		r.dropPending(next)
-		sub, err := r.apply(b, next, wallMs, gossip)
+		r.dropPending(next.op)
+		sub, err := r.apply(b, next.op, wallMs, next.src)
 		res.merge(sub)
 		if err != nil {
 			// The held op was bad after all; the ops behind it stay
@@ -405,12 +442,26 @@ func (r *Realm) release(b *Batch, author PublicKey, wallMs int64, res *Result) {
 	}
 }
 
+// pruneStrangers drops held ops of authors who have never been members.
+// It runs whenever the membership changes.
+func (r *Realm) pruneStrangers() {
+	for a, byseq := range r.pending {
+		if r.acl.members[a] == nil {
+			for _, h := range byseq {
+				r.npend--
+				r.nbytes -= len(h.op.raw)
+			}
+			delete(r.pending, a)
+		}
+	}
+}
+
 func (r *Realm) dropPending(op *Op) {
 	if byseq := r.pending[op.Author]; byseq != nil {
 		if held, ok := byseq[op.Seq]; ok {
 			delete(byseq, op.Seq)
 			r.npend--
-			r.nbytes -= len(held.raw)
+			r.nbytes -= len(held.op.raw)
 		}
 		if len(byseq) == 0 {
 			delete(r.pending, op.Author)
@@ -428,17 +479,14 @@ func (r *Realm) Tick(b *Batch, wallMs int64) *Result {
 	}
 	slices.SortFunc(authors, func(x, y PublicKey) int { return bytes.Compare(x[:], y[:]) })
 	for _, a := range authors {
-		if h := r.heads[a]; h != nil || r.pending[a][1] != nil {
-			if h == nil {
-				op := r.pending[a][1]
-				if op.Clock.WallMs() <= wallMs+MaxClockSkew {
-					r.dropPending(op)
-					sub, _ := r.apply(b, op, wallMs, gossip)
-					res.merge(sub)
-				}
-				continue
-			}
+		first, ok := r.pending[a][1]
+		switch {
+		case r.heads[a] != nil:
 			r.release(b, a, wallMs, res)
+		case ok && first.op.Clock.WallMs() <= wallMs+MaxClockSkew:
+			r.dropPending(first.op)
+			sub, _ := r.apply(b, first.op, wallMs, first.src)
+			res.merge(sub)
 		}
 	}
 	return res
