@@ -204,6 +204,39 @@ func (r *Realm) revalidate(b *Batch, old *acl, oldFrozen map[PublicKey]uint64, r
 	return nil
 }
 
+// encode stores the evidence: both ops, each with its length.
+func (e *Equivocation) encode() []byte {
+	w := writer{}
+	w.bytes(e.Held.raw)
+	w.bytes(e.Got.raw)
+	return w.b
+}
+
+// decodeEvidence reads what encode stored. The ops are checked as any op
+// read from storage is: by their encoding, not their signatures.
+func decodeEvidence(b []byte) (*Equivocation, error) {
+	if len(b) > 2*(4+MaxOpSize) {
+		return nil, fmt.Errorf("decode evidence: %w: %d bytes", ErrTooLarge, len(b))
+	}
+	r := reader{b: b}
+	x, y := r.bytes(), r.bytes()
+	if err := r.done(); err != nil {
+		return nil, fmt.Errorf("decode evidence: %w", err)
+	}
+	held, err := DecodeOp(slices.Clone(x))
+	if err != nil {
+		return nil, fmt.Errorf("decode evidence: %w", err)
+	}
+	got, err := DecodeOp(slices.Clone(y))
+	if err != nil {
+		return nil, fmt.Errorf("decode evidence: %w", err)
+	}
+	if held.Author != got.Author || held.Seq != got.Seq || held.Hash() == got.Hash() {
+		return nil, fmt.Errorf("decode evidence: %w: not two ops at one position", ErrMalformed)
+	}
+	return &Equivocation{Held: held, Got: got}, nil
+}
+
 // ApplyEvidence records that an author signed two different ops at one
 // seq. From that seq on, none of the author's ops has any effect, on every
 // replica that has seen the evidence, so replicas that kept different
@@ -234,9 +267,8 @@ func (r *Realm) ApplyEvidence(b *Batch, e *Equivocation) (*Result, error) {
 		oldFrozen[k] = v
 	}
 	r.frozen[x.Author] = x.Seq
-	w := writer{}
-	w.u64(x.Seq)
-	b.put(r.keys.equiv(x.Author), w.b)
+	r.evidence[x.Author] = e
+	b.put(r.keys.equiv(x.Author), e.encode())
 	old := r.acl
 	r.acl = buildACL(r.genesis, r.mship, r.frozen)
 	res.Members = true

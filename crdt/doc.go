@@ -137,7 +137,9 @@
 //     already holds what the batch said.
 //  6. When Result.Held is non-zero, fetch the ranges that Missing names
 //     from a peer and pass them to ApplyRange; call Tick every few seconds.
-//  7. On an *Equivocation, pass ApplyEvidence the pair, and pass the pair on.
+//  7. On an *Equivocation, pass ApplyEvidence the pair, and pass the pair on;
+//     Evidence lists the pairs held (kept across restarts) for peers that
+//     connect later.
 //  8. Publish the ops in Result.Stored that were made here (Write).
 //
 // Errors from decoding and from checking an op (ErrMalformed, ErrTooLarge,

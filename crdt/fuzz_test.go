@@ -75,3 +75,32 @@ func FuzzApply(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeEvidence feeds arbitrary bytes to the stored-evidence decoder.
+// What it accepts is two ops at one position, stored back as it was.
+func FuzzDecodeEvidence(f *testing.F) {
+	priv, pub := testKey("a")
+	var pair []*Op
+	for _, v := range []string{"x", "y"} {
+		op := &Op{Realm: Hash{7}, Author: pub, Seq: 2, Prev: Hash{6}, Clock: MakeTimestamp(1000, 0),
+			Body: setBody("n", v)}
+		if err := op.Sign(priv); err != nil {
+			f.Fatal(err)
+		}
+		pair = append(pair, op)
+	}
+	f.Add((&Equivocation{Held: pair[0], Got: pair[1]}).encode())
+	f.Add((&Equivocation{Held: pair[0], Got: pair[0]}).encode())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e, err := decodeEvidence(data)
+		if err != nil {
+			return
+		}
+		if e.Held.Seq != e.Got.Seq || e.Held.Hash() == e.Got.Hash() {
+			t.Fatal("accepted evidence that is not two ops at one position")
+		}
+		if !bytes.Equal(e.encode(), data) {
+			t.Fatal("evidence decode/encode not symmetric")
+		}
+	})
+}

@@ -35,10 +35,12 @@ func (r *Realm) load() error {
 		if _, err = hex.Decode(a[:], []byte(k[len(r.keys.equivs()):])); err != nil {
 			return false
 		}
-		rd := reader{b: val}
-		r.frozen[a] = rd.u64()
-		err = rd.done()
-		return err == nil
+		var e *Equivocation
+		if e, err = decodeEvidence(val); err != nil {
+			return false
+		}
+		r.frozen[a], r.evidence[a] = e.Held.Seq, e
+		return true
 	})
 	if err = firstErr(scanErr, err); err != nil {
 		return fmt.Errorf("equivocations: %w", err)
@@ -205,6 +207,20 @@ func (r *Realm) Offer(id OfferID) (uses int, revoked bool) {
 
 // KeyEpoch returns the newest key epoch and its sealed keys.
 func (r *Realm) KeyEpoch() (uint32, []SealedKey) { return r.acl.epoch, r.acl.keys }
+
+// Evidence returns the equivocations this replica holds proof of, one per
+// author (the earliest seq seen), sorted by author: what to pass on to
+// peers so that they freeze the same chains.
+func (r *Realm) Evidence() []*Equivocation {
+	out := make([]*Equivocation, 0, len(r.evidence))
+	for _, e := range r.evidence {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(x, y *Equivocation) int {
+		return bytes.Compare(x.Held.Author[:], y.Held.Author[:])
+	})
+	return out
+}
 
 // Head returns the newest seq and op hash of author's chain held here.
 func (r *Realm) Head(author PublicKey) (uint64, Hash) {

@@ -36,14 +36,15 @@ type Realm struct {
 	st   Storage
 	keys keys
 
-	genesis *Op
-	meta    Meta
-	heads   map[PublicKey]*head
-	mship   []*Op                // membership ops, in realm order
-	frozen  map[PublicKey]uint64 // equivocating authors: first bad seq
-	acl     *acl
-	objDig  Hash // XOR of the digests of all visible objects
-	clock   Clock
+	genesis  *Op
+	meta     Meta
+	heads    map[PublicKey]*head
+	mship    []*Op                       // membership ops, in realm order
+	frozen   map[PublicKey]uint64        // equivocating authors: first bad seq
+	evidence map[PublicKey]*Equivocation // the proof behind each frozen seq
+	acl      *acl
+	objDig   Hash // XOR of the digests of all visible objects
+	clock    Clock
 
 	pending map[PublicKey]map[uint64]heldOp
 	npend   int // ops held in pending
@@ -119,10 +120,11 @@ func Open(st Storage, id RealmID) (*Realm, error) {
 func newRealm(st Storage, id RealmID) *Realm {
 	return &Realm{
 		id: id, st: st, keys: newKeys(id),
-		heads:   make(map[PublicKey]*head),
-		frozen:  make(map[PublicKey]uint64),
-		acl:     buildACL(nil, nil, nil),
-		pending: make(map[PublicKey]map[uint64]heldOp),
+		heads:    make(map[PublicKey]*head),
+		frozen:   make(map[PublicKey]uint64),
+		evidence: make(map[PublicKey]*Equivocation),
+		acl:      buildACL(nil, nil, nil),
+		pending:  make(map[PublicKey]map[uint64]heldOp),
 	}
 }
 

@@ -206,6 +206,31 @@ func TestEquivocationEvidence(t *testing.T) {
 	if reopened.Digest() != a.r.Digest() {
 		t.Error("evidence lost on reopen")
 	}
+
+	// After a restart the proof can still be passed on: a replica that
+	// saw one half of the fork and nothing else agrees once it has it.
+	ev := reopened.Evidence()
+	if len(ev) != 1 || ev[0].Held.Author != m.pub {
+		t.Fatalf("evidence after reopen: %v; want m's fork", ev)
+	}
+	d := newReplica(t, "d", a.r.ID())
+	for s := uint64(1); s <= 2; s++ {
+		op, _ := a.r.Op(a.pub, s)
+		if _, err := d.apply(op, t0+6); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.apply(x, t0+6); err != nil {
+		t.Fatal(err)
+	}
+	b := NewBatch()
+	if _, err := d.r.ApplyEvidence(b, ev[0]); err != nil {
+		t.Fatal(err)
+	}
+	d.st.Commit(b)
+	if d.r.Digest() != a.r.Digest() {
+		t.Error("a replica given the stored evidence differs")
+	}
 }
 
 // TestApplyRangeChecksLinks verifies ranges by their links and the last
