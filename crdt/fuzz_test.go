@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"testing"
 )
 
@@ -47,13 +48,17 @@ func FuzzDecodeObject(f *testing.F) {
 	})
 }
 
-// FuzzApply feeds a decoded op to a realm: whatever it is, the realm must
-// not panic, and an error must leave the batch empty.
+// FuzzApply feeds ops to a realm: the fuzzer's bytes are decoded, moved
+// into the realm and signed again by the founder or by a stranger, so that
+// the permission, chain and hold paths see them rather than the signature
+// check. The realm must not panic; an error must leave the batch empty and
+// the state as it was; what is accepted must survive a reopen.
 func FuzzApply(f *testing.F) {
 	for _, body := range sampleBodies() {
-		f.Add(signedOp(f, body).Bytes())
+		f.Add(signedOp(f, body).Bytes(), false)
+		f.Add(signedOp(f, body).Bytes(), true)
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(t *testing.T, data []byte, stranger bool) {
 		op, err := DecodeOp(data)
 		if err != nil {
 			return
@@ -61,17 +66,35 @@ func FuzzApply(f *testing.F) {
 		st := NewMemStorage()
 		b := NewBatch()
 		priv, _ := testKey("a")
-		r, _, err := Create(st, b, priv, "fuzz", "a", [16]byte{}, 1000)
+		r, genesis, err := Create(st, b, priv, "fuzz", "a", [16]byte{}, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
 		st.Commit(b)
+		if stranger {
+			priv, _ = testKey("s")
+		}
+		copy(op.Author[:], priv.Public().(ed25519.PublicKey))
+		if op.Kind() != KindGenesis {
+			op.Realm = r.ID()
+			if op.Seq == 2 {
+				op.Prev = genesis.Hash()
+			}
+		}
+		if op.Sign(priv) != nil {
+			return
+		}
 		before := r.Digest()
 		b = NewBatch()
 		if _, err := r.Apply(b, op, 2000); err != nil {
 			if b.Len() != 0 || r.Digest() != before {
 				t.Fatalf("refused op %s changed state: %v", op, err)
 			}
+			return
+		}
+		st.Commit(b)
+		if again := mustOpen(t, st, r.ID()); again.Digest() != r.Digest() {
+			t.Fatalf("op %s: reopening gives another digest", op)
 		}
 	})
 }
