@@ -272,7 +272,15 @@ func (o *Object) encodeVisible(w *writer) {
 	}
 }
 
+// MaxObjectSize bounds a stored object's encoding that decodeObject
+// accepts. Objects are read from local storage only, and grow with the
+// fields written to them; the bound is a guard against a damaged store.
+const MaxObjectSize = 256 << 20
+
 func decodeObject(b []byte) (*Object, error) {
+	if len(b) > MaxObjectSize {
+		return nil, fmt.Errorf("decode object: %w: %d bytes", ErrTooLarge, len(b))
+	}
 	r := reader{b: b}
 	o := &Object{Key: ObjectKey{Collection: r.str(), ID: r.str()}}
 	o.Created = r.stamp()

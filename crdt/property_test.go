@@ -58,7 +58,7 @@ func randomLine(rt *rapid.T, names []string) string {
 	y := rapid.SampledFrom(names).Draw(rt, "other")
 	obj := "o/" + rapid.SampledFrom([]string{"k1", "k2", "k3"}).Draw(rt, "obj")
 	elem := rapid.SampledFrom([]string{"e1", "e2", "e3"}).Draw(rt, "elem")
-	switch rapid.IntRange(0, 19).Draw(rt, "action") {
+	switch rapid.IntRange(0, 23).Draw(rt, "action") {
 	case 0, 1, 2:
 		f := rapid.SampledFrom([]string{"f1", "f2", "f3"}).Draw(rt, "field")
 		return fmt.Sprintf("%s: set %s %s=%s%d", x, obj, f, x, rapid.IntRange(0, 9).Draw(rt, "v"))
@@ -88,6 +88,14 @@ func randomLine(rt *rapid.T, names []string) string {
 		return fmt.Sprintf("advance %d", rapid.IntRange(0, 50).Draw(rt, "ms"))
 	case 18:
 		return "reopen " + x
+	case 19:
+		return fmt.Sprintf("%s: redeem %s %s", x, rapid.SampledFrom([]string{"x", "y"}).Draw(rt, "offer"), y)
+	case 20:
+		return fmt.Sprintf("%s: revoke-offer %s", x, rapid.SampledFrom([]string{"x", "y"}).Draw(rt, "offer"))
+	case 21:
+		return fmt.Sprintf("%s: epoch %d", x, rapid.IntRange(1, 3).Draw(rt, "epoch"))
+	case 22:
+		return fmt.Sprintf("%s: unknown u%d", x, rapid.IntRange(0, 9).Draw(rt, "u"))
 	}
 	if rapid.IntRange(0, 9).Draw(rt, "rare") == 0 {
 		return x + ": leave"

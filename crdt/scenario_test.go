@@ -274,6 +274,10 @@ func (w *world) body(n *node, verb string, args []string) Body {
 		return &Redeem{Offer: OfferID{byte(args[0][0])}, Member: w.node(args[1]).pub}
 	case "unknown":
 		return &Unknown{K: 200, Raw: []byte(strings.Join(args, " "))}
+	case "epoch": // epoch N: a new key epoch, its key sealed to the writer
+		num, _ := strconv.ParseUint(args[0], 10, 32)
+		return &Epoch{Number: uint32(num),
+			Keys: []SealedKey{{Member: n.pub, Box: []byte("key of " + n.name)}}}
 	}
 	w.t.Fatalf("unknown op %q", verb)
 	return nil
@@ -411,6 +415,13 @@ func (w *world) dump(n *node) {
 		if uses, revoked := n.realm.Offer(OfferID{id}); uses > 0 || revoked {
 			w.printf("offer %c: uses %d revoked %v", id, uses, revoked)
 		}
+	}
+	if num, keys := n.realm.KeyEpoch(); num > 0 {
+		var to []string
+		for _, k := range keys {
+			to = append(to, w.names[k.Member]+":"+string(k.Box))
+		}
+		w.printf("epoch %d: %s", num, strings.Join(to, " "))
 	}
 }
 
