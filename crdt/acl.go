@@ -77,7 +77,8 @@ func (a *acl) roleAt(author PublicKey, seq uint64, frozen map[PublicKey]uint64) 
 // chain. When the replay meets one that takes away the role a membership op
 // of that member needed, an op it had already applied (earlier in realm
 // order but at or after that seq in the member's chain), it marks that op
-// void and starts again. The op making the change is never voided by it. Void marks only accumulate, so the replay ends
+// void and starts again. A change a member makes to itself takes effect
+// after the op that makes it, so that op is never voided by its own effect. Void marks only accumulate, so the replay ends
 // after at most len(ops) restarts, and the result depends on the set of ops
 // alone.
 func buildACL(genesis *Op, ops []*Op, frozen map[PublicKey]uint64) *acl {
@@ -123,11 +124,9 @@ func replay(genesis *Op, ops []*Op, void map[Stamp]bool, frozen map[PublicKey]ui
 		if !changed {
 			continue
 		}
-		// The op itself was allowed when it took effect; only the ops
-		// applied before it can lose the role they needed.
 		again := false
 		for _, prior := range applied[who] {
-			if prior != op && prior.Seq >= from && !a.allows(prior, frozen) {
+			if prior.Seq >= from && !a.allows(prior, frozen) {
 				a.void[prior.Stamp()] = true
 				again = true
 			}
@@ -166,6 +165,9 @@ func (a *acl) effect(op *Op) (who PublicKey, from uint64, changed bool) {
 			return PublicKey{}, 0, false
 		}
 		from := max(b.FromSeq, m.segs[len(m.segs)-1].from)
+		if b.Member == op.Author {
+			from = max(from, op.Seq+1)
+		}
 		if last := &m.segs[len(m.segs)-1]; last.from == from {
 			last.role = b.Role
 		} else {
@@ -173,8 +175,12 @@ func (a *acl) effect(op *Op) (who PublicKey, from uint64, changed bool) {
 		}
 		return b.Member, from, true
 	case *Revoke:
-		if a.remove(b.Member, b.LastSeq) {
-			return b.Member, b.LastSeq + 1, true
+		last := b.LastSeq
+		if b.Member == op.Author {
+			last = max(last, op.Seq)
+		}
+		if a.remove(b.Member, last) {
+			return b.Member, last + 1, true
 		}
 	case *Leave:
 		if a.remove(op.Author, op.Seq) {

@@ -82,8 +82,9 @@
 // the replay had already applied (earlier in realm order, at or after the
 // change's seq in the member's chain, so the changing admin had not seen
 // it), that op is marked void and the replay starts again; void marks only
-// accumulate, so this ends. The op that makes the change is never voided by
-// its own effect. The rule for concurrent admin actions
+// accumulate, so this ends. A revoke or role change that a member makes of
+// itself takes effect after the op that makes it, so that op keeps its
+// effect. The rule for concurrent admin actions
 // follows: when two admins revoke each other without having seen the
 // other's revoke, the revoke that sorts first in realm order (the earlier
 // clock; the smaller author key on a tie) takes effect, and the other, made

@@ -185,96 +185,45 @@ func (m *modelMember) at(seq uint64) Role {
 	return r
 }
 
+// naiveModel computes the visible state of a set of ops (sorted in realm
+// order) straight from the rules. Membership: replay the membership ops,
+// each allowed by its author's role at its seq as the replay stands; after
+// every op, look again at every op applied so far, and if one no longer
+// has the role it needed, mark it void and replay from the start. Objects:
+// fold every op whose author is a writer at its seq, in realm order.
 func naiveModel(ops []*Op) *model {
 	void := map[Hash]bool{}
 	var mem map[PublicKey]*modelMember
+	allowed := func(op *Op) bool {
+		role := RoleNone
+		if m := mem[op.Author]; m != nil {
+			role = m.at(op.Seq)
+		}
+		if op.Kind() == KindLeave {
+			return role >= RoleReader
+		}
+		return role == RoleAdmin
+	}
 replay:
 	for {
 		mem = map[PublicKey]*modelMember{}
-		applied := map[PublicKey][]*Op{}
+		var applied []*Op
 		for _, op := range ops {
 			if op.Kind() == KindGenesis {
 				mem[op.Author] = &modelMember{froms: []uint64{1}, roles: []Role{RoleAdmin}, active: true}
 				continue
 			}
-			if !isMembership(op.Kind()) || void[op.Hash()] {
+			if !isMembership(op.Kind()) || void[op.Hash()] || !allowed(op) {
 				continue
 			}
-			role := RoleNone
-			if m := mem[op.Author]; m != nil {
-				role = m.at(op.Seq)
-			}
-			if op.Kind() == KindLeave && role < RoleReader || op.Kind() != KindLeave && role != RoleAdmin {
-				continue
-			}
-			applied[op.Author] = append(applied[op.Author], op)
-			var who PublicKey
-			var last uint64
-			switch b := op.Body.(type) {
-			case *Grant:
-				m := mem[b.Member]
-				if m == nil {
-					m = &modelMember{}
-					mem[b.Member] = m
-				}
-				if !m.active {
-					from := b.FromSeq
-					if len(m.froms) > 0 {
-						from = max(from, m.cut+1, m.froms[len(m.froms)-1])
-					}
-					m.froms, m.roles, m.active = append(m.froms, from), append(m.roles, b.Role), true
-				}
-				continue
-			case *ChangeRole:
-				m := mem[b.Member]
-				if m == nil || !m.active {
-					continue
-				}
-				from := max(b.FromSeq, m.froms[len(m.froms)-1])
-				m.froms, m.roles = append(m.froms, from), append(m.roles, b.Role)
-				// A demotion voids the member's admin ops from its seq on
-				// that the replay had applied already.
-				restart := false
-				for _, done := range applied[b.Member] {
-					if done != op && done.Seq >= from && done.Kind() != KindLeave && m.at(done.Seq) != RoleAdmin {
-						void[done.Hash()] = true
-						restart = true
-					}
-				}
-				if restart {
+			modelEffect(mem, op)
+			for _, done := range applied {
+				if !allowed(done) {
+					void[done.Hash()] = true
 					continue replay
 				}
-				continue
-			case *Revoke:
-				who, last = b.Member, b.LastSeq
-			case *Leave:
-				who, last = op.Author, op.Seq
-			default:
-				continue
 			}
-			m := mem[who]
-			if m == nil || !m.active {
-				continue
-			}
-			var froms []uint64
-			var roles []Role
-			for i, f := range m.froms {
-				if f <= last {
-					froms, roles = append(froms, f), append(roles, m.roles[i])
-				}
-			}
-			m.froms, m.roles = append(froms, last+1), append(roles, RoleNone)
-			m.active, m.cut = false, last
-			restart := false
-			for _, done := range applied[who] {
-				if done != op && done.Seq > last {
-					void[done.Hash()] = true
-					restart = true
-				}
-			}
-			if restart {
-				continue replay
-			}
+			applied = append(applied, op)
 		}
 		break
 	}
@@ -325,6 +274,59 @@ replay:
 		}
 	}
 	return md
+}
+
+// modelEffect applies a permitted membership op to the members.
+func modelEffect(mem map[PublicKey]*modelMember, op *Op) {
+	var who PublicKey
+	var last uint64
+	switch b := op.Body.(type) {
+	case *Grant:
+		m := mem[b.Member]
+		if m == nil {
+			m = &modelMember{}
+			mem[b.Member] = m
+		}
+		if !m.active {
+			from := b.FromSeq
+			if len(m.froms) > 0 {
+				from = max(from, m.cut+1, m.froms[len(m.froms)-1])
+			}
+			m.froms, m.roles, m.active = append(m.froms, from), append(m.roles, b.Role), true
+		}
+		return
+	case *ChangeRole:
+		if m := mem[b.Member]; m != nil && m.active {
+			from := max(b.FromSeq, m.froms[len(m.froms)-1])
+			if b.Member == op.Author { // a change to oneself starts after it
+				from = max(from, op.Seq+1)
+			}
+			m.froms, m.roles = append(m.froms, from), append(m.roles, b.Role)
+		}
+		return
+	case *Revoke:
+		who, last = b.Member, b.LastSeq
+		if b.Member == op.Author {
+			last = max(last, op.Seq)
+		}
+	case *Leave:
+		who, last = op.Author, op.Seq
+	default:
+		return
+	}
+	m := mem[who]
+	if m == nil || !m.active {
+		return
+	}
+	var froms []uint64
+	var roles []Role
+	for i, f := range m.froms {
+		if f <= last {
+			froms, roles = append(froms, f), append(roles, m.roles[i])
+		}
+	}
+	m.froms, m.roles = append(froms, last+1), append(roles, RoleNone)
+	m.active, m.cut = false, last
 }
 
 // describe formats an object like world.describe, or "absent".
