@@ -11,7 +11,7 @@ func (r *Realm) store(b *Batch, op *Op, res *Result) error {
 	v := view{r.st, b}
 	st := op.Stamp()
 	b.put(r.keys.op(op.Author, op.Seq), op.Bytes())
-	r.setHead(b, op)
+	r.setHead(op)
 	r.clock.Observe(op.Clock)
 	res.Stored = append(res.Stored, op)
 
@@ -68,14 +68,30 @@ func isMembership(k Kind) bool {
 	return false
 }
 
-func (r *Realm) setHead(b *Batch, op *Op) {
-	h := &head{seq: op.Seq, hash: op.Hash(), clock: op.Clock}
-	r.heads[op.Author] = h
-	w := writer{}
-	w.u64(h.seq)
-	w.hash(h.hash)
-	w.u64(uint64(h.clock))
-	b.put(r.keys.head(op.Author), w.b)
+func (r *Realm) setHead(op *Op) {
+	r.heads[op.Author] = &head{seq: op.Seq, hash: op.Hash(), clock: op.Clock}
+	if !slices.Contains(r.dirtyHeads, op.Author) {
+		r.dirtyHeads = append(r.dirtyHeads, op.Author)
+	}
+}
+
+// flush stages what the ops applied in one engine call changed of the
+// chain heads and of the digest. They change with every op, but only the
+// last value of a call is written: one write each, not one per op.
+func (r *Realm) flush(b *Batch) {
+	for _, a := range r.dirtyHeads {
+		h := r.heads[a]
+		w := writer{b: make([]byte, 0, 8+32+8)}
+		w.u64(h.seq)
+		w.hash(h.hash)
+		w.u64(uint64(h.clock))
+		b.put(r.keys.head(a), w.b)
+	}
+	r.dirtyHeads = r.dirtyHeads[:0]
+	if r.dirtyDigest {
+		b.put(r.keys.digest(), slices.Clone(r.objDig[:]))
+		r.dirtyDigest = false
+	}
 }
 
 // object reads an object's stored state; nil if it was never written.
@@ -154,7 +170,7 @@ func (r *Realm) putObject(b *Batch, old, obj *Object, res *Result) {
 	}
 	xorInto(&r.objDig, old.digest())
 	xorInto(&r.objDig, obj.digest())
-	b.put(r.keys.digest(), slices.Clone(r.objDig[:]))
+	r.dirtyDigest = true
 	res.addObject(key)
 }
 
@@ -242,6 +258,7 @@ func decodeEvidence(b []byte) (*Equivocation, error) {
 // replica that has seen the evidence, so replicas that kept different
 // halves of the fork still agree. The caller should pass the evidence on.
 func (r *Realm) ApplyEvidence(b *Batch, e *Equivocation) (*Result, error) {
+	defer r.flush(b)
 	res := &Result{}
 	x, y := e.Held, e.Got
 	if x.Author != y.Author || x.Seq != y.Seq || x.Hash() == y.Hash() {

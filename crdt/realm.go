@@ -46,6 +46,9 @@ type Realm struct {
 	objDig   Hash // XOR of the digests of all visible objects
 	clock    Clock
 
+	dirtyHeads  []PublicKey // heads changed since the last flush
+	dirtyDigest bool        // objDig changed since the last flush
+
 	pending map[PublicKey]map[uint64]heldOp
 	npend   int // ops held in pending
 	nbytes  int // their encoded size
@@ -142,6 +145,7 @@ func Create(st Storage, b *Batch, priv ed25519.PrivateKey, name, authorName stri
 		return nil, nil, fmt.Errorf("create realm: %w", err)
 	}
 	r := newRealm(st, op.Hash())
+	defer r.flush(b)
 	if _, err := r.apply(b, op, wallMs, trusted); err != nil {
 		return nil, nil, fmt.Errorf("create realm: %w", err)
 	}
@@ -170,6 +174,7 @@ func (r *Realm) Write(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64
 	if err := op.Sign(priv); err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
 	}
+	defer r.flush(b)
 	res, err := r.apply(b, op, wallMs, trusted)
 	if err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
@@ -193,6 +198,7 @@ func (r *Realm) checkObjectKey(body Body) error {
 // (Missing tells it). A duplicate is counted in Result.Dups and changes
 // nothing. Any error leaves the realm as it was.
 func (r *Realm) Apply(b *Batch, op *Op, wallMs int64) (*Result, error) {
+	defer r.flush(b)
 	return r.apply(b, op, wallMs, gossip)
 }
 
@@ -214,6 +220,7 @@ func (r *Realm) ApplyRange(b *Batch, ops []*Op, wallMs int64) (*Result, error) {
 	if err := ops[len(ops)-1].VerifySignature(); err != nil {
 		return &Result{}, fmt.Errorf("apply range: %w", err)
 	}
+	defer r.flush(b)
 	total := &Result{}
 	for _, op := range ops {
 		res, err := r.apply(b, op, wallMs, ranged)
@@ -474,6 +481,7 @@ func (r *Realm) dropPending(op *Op) {
 // Tick applies held-back ops whose clocks the wall clock has caught up with.
 // Call it every few seconds.
 func (r *Realm) Tick(b *Batch, wallMs int64) *Result {
+	defer r.flush(b)
 	res := &Result{}
 	authors := make([]PublicKey, 0, len(r.pending))
 	for a := range r.pending {
