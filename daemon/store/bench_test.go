@@ -68,6 +68,47 @@ func BenchmarkDurableWrite(b *testing.B) {
 	}
 }
 
+// BenchmarkCommit measures the store alone: batches the size of one chat
+// message's writes (six keys, about 1.2 KB), each committed durably, from 1
+// and from 32 concurrent writers. It is the ceiling that group commit gives
+// BenchmarkDurableWrite, whose ops also need signing and applying.
+func BenchmarkCommit(b *testing.B) {
+	val := make([]byte, 200)
+	for _, writers := range []int{1, 32} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			s := mustOpen(b, b.TempDir(), Options{})
+			var syncs atomic.Int64
+			sync0 := s.sync
+			s.sync = func() error { syncs.Add(1); return sync0() }
+			var next atomic.Int64
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for range writers {
+				wg.Go(func() {
+					batch := crdt.NewBatch()
+					for {
+						i := next.Add(1)
+						if i > int64(b.N) {
+							return
+						}
+						for k := range 6 {
+							batch.Put(fmt.Sprintf("r/bench/%d/%016x", k, i), val)
+						}
+						if err := s.Commit(context.Background(), batch); err != nil {
+							b.Error(err)
+							return
+						}
+						batch.Reset()
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "batches/s")
+			b.ReportMetric(float64(b.N)/float64(max(syncs.Load(), 1)), "batches/sync")
+		})
+	}
+}
+
 // BenchmarkReopen measures opening a store and the realm in it, with its
 // digest, after 10,000 and after 1,000,000 chat messages, and the heap the
 // open realm holds. Target: ≤ 0.5 s with 1,000,000 messages, with heap use

@@ -35,6 +35,21 @@ func (s *Store) Commit(ctx context.Context, b *crdt.Batch) error {
 // outside it: its writers then share syncs while no batch can overtake an
 // earlier one. b may be reused once Queue returns.
 func (s *Store) Queue(b *crdt.Batch) (*Pending, error) {
+	p, err := s.writeQueued(b)
+	if err != nil {
+		return nil, err
+	}
+	// Waking the syncer can cost a thread wake-up: do it after the write
+	// lock is let go, off the path that callers serialise on.
+	select {
+	case s.wake <- struct{}{}:
+	default: // the syncer is already due to look
+	}
+	return p, nil
+}
+
+// writeQueued writes b and puts it in line for the next sync.
+func (s *Store) writeQueued(b *crdt.Batch) (*Pending, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if err := s.usable(); err != nil {
@@ -49,10 +64,6 @@ func (s *Store) Queue(b *crdt.Batch) (*Pending, error) {
 	s.mu.Lock()
 	s.unsynced = append(s.unsynced, p)
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default: // the syncer is already due to look
-	}
 	return p, nil
 }
 
