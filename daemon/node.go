@@ -1,0 +1,278 @@
+package daemon
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	ma "github.com/multiformats/go-multiaddr"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+
+	"github.com/realmsync/realmsync/crdt"
+	"github.com/realmsync/realmsync/daemon/store"
+)
+
+// ErrNoRealm is returned for a realm this node does not hold.
+var ErrNoRealm = errors.New("no such realm here")
+
+// ErrClosed is returned by a Node that has been closed.
+var ErrClosed = errors.New("node closed")
+
+// tickInterval is how often held-back ops are looked at again.
+const tickInterval = time.Second
+
+// Node is one running realmsync node: its libp2p host, its gossip router,
+// its datastore and the realms it holds. Create it with New, stop it with
+// Close. It is safe for concurrent use.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	lock *os.File
+	st   *store.Store
+	priv ed25519.PrivateKey
+	self crdt.PublicKey
+	host host.Host
+	cm   *connmgr.BasicConnMgr
+	ps   *pubsub.PubSub
+
+	mu     sync.RWMutex
+	realms map[crdt.RealmID]*replica
+	topics map[string]*replica // by topic name
+	closed bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New opens the node in cfg.DataDir (creating the dir, the node key and
+// the datastore on first use), starts its host and gossip router, and
+// joins the topics of the realms it holds.
+func New(cfg Config) (n *Node, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	n = &Node{cfg: cfg, log: cfg.Logger,
+		realms: make(map[crdt.RealmID]*replica), topics: make(map[string]*replica)}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if n.lock, err = lockDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	key, err := loadKey(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if n.priv, err = signingKey(key); err != nil {
+		return nil, err
+	}
+	copy(n.self[:], n.priv.Public().(ed25519.PublicKey))
+	if n.st, err = store.Open(filepath.Join(cfg.DataDir, storeDir), cfg.Store); err != nil {
+		return nil, err
+	}
+	if err := n.startNet(key); err != nil {
+		return nil, err
+	}
+	if err := n.loadRealms(); err != nil {
+		return nil, err
+	}
+	n.wg.Go(n.tickLoop)
+	n.log.Info("node started", "peer", n.host.ID(), "addrs", n.host.Addrs(), "realms", len(n.realms))
+	return n, nil
+}
+
+// startNet starts the host and the gossip router.
+func (n *Node) startNet(key crypto.PrivKey) error {
+	var err error
+	if n.host, n.cm, err = newHost(n.cfg, key); err != nil {
+		return err
+	}
+	n.ps, err = newGossip(n.ctx, n.host, n)
+	return err
+}
+
+// loadRealms opens every realm in the store and joins its topic.
+func (n *Node) loadRealms() error {
+	ids, err := n.st.Realms()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		r, err := crdt.Open(n.st, id)
+		if err != nil {
+			return err
+		}
+		if _, err := n.addReplica(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ID returns the node's peer id.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Author returns the node's author key in realms.
+func (n *Node) Author() crdt.PublicKey { return n.self }
+
+// Addrs returns the node's listen addresses, each ending in /p2p/<id>.
+func (n *Node) Addrs() []ma.Multiaddr {
+	addrs, _ := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()})
+	return addrs
+}
+
+// Connect dials a peer.
+func (n *Node) Connect(ctx context.Context, ai peer.AddrInfo) error {
+	if err := n.host.Connect(ctx, ai); err != nil {
+		return fmt.Errorf("connect %s: %w", ai.ID, err)
+	}
+	return nil
+}
+
+// CreateRealm creates a realm with this node as its first admin.
+func (n *Node) CreateRealm(ctx context.Context, name string) (crdt.RealmID, error) {
+	var nonce [16]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return crdt.RealmID{}, err
+	}
+	b := crdt.NewBatch()
+	r, _, err := crdt.Create(n.st, b, n.priv, name, n.cfg.Name, nonce, n.nowMs())
+	if err != nil {
+		return crdt.RealmID{}, err
+	}
+	if err := n.st.Commit(ctx, b); err != nil {
+		return crdt.RealmID{}, err
+	}
+	if _, err := n.addReplica(r); err != nil {
+		return crdt.RealmID{}, err
+	}
+	n.log.Info("realm created", "realm", r.ID())
+	return r.ID(), nil
+}
+
+// Write makes body this node's next op in the realm and returns it once
+// it is durably stored; then it publishes it to the realm's members.
+func (n *Node) Write(ctx context.Context, id crdt.RealmID, body crdt.Body) (*crdt.Op, error) {
+	rp, err := n.replica(id)
+	if err != nil {
+		return nil, err
+	}
+	return rp.write(ctx, body)
+}
+
+// View calls fn with the realm, which it must only read, and must not
+// keep past the call. Writes to the realm wait while fn runs.
+func (n *Node) View(id crdt.RealmID, fn func(*crdt.Realm) error) error {
+	rp, err := n.replica(id)
+	if err != nil {
+		return err
+	}
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return fn(rp.r)
+}
+
+// Changed returns a channel that is closed at the next change to the
+// realm's state, from a local write or from a peer.
+func (n *Node) Changed(id crdt.RealmID) (<-chan struct{}, error) {
+	rp, err := n.replica(id)
+	if err != nil {
+		return nil, err
+	}
+	return rp.changed(), nil
+}
+
+func (n *Node) replica(id crdt.RealmID) (*replica, error) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.closed {
+		return nil, ErrClosed
+	}
+	rp := n.realms[id]
+	if rp == nil {
+		return nil, fmt.Errorf("realm %s: %w", id, ErrNoRealm)
+	}
+	return rp, nil
+}
+
+// byTopic returns the replica of a topic, or nil.
+func (n *Node) byTopic(topic string) *replica {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.topics[topic]
+}
+
+func (n *Node) nowMs() int64 { return n.cfg.Now().UnixMilli() }
+
+// tickLoop releases held-back ops whose time has come.
+func (n *Node) tickLoop() {
+	t := time.NewTicker(tickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.mu.RLock()
+		rps := make([]*replica, 0, len(n.realms))
+		for _, rp := range n.realms {
+			rps = append(rps, rp)
+		}
+		n.mu.RUnlock()
+		for _, rp := range rps {
+			rp.tick()
+		}
+	}
+}
+
+// Close stops the node: it leaves the realm topics, stops every goroutine,
+// closes the host and the datastore (syncing what was acknowledged) and
+// lets go of the data dir. Closing twice is not an error.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	rps := n.realms
+	n.mu.Unlock()
+
+	n.cancel()
+	var errs []error
+	for _, rp := range rps {
+		rp.close()
+	}
+	n.wg.Wait()
+	if n.host != nil {
+		errs = append(errs, n.host.Close())
+	}
+	if n.st != nil {
+		errs = append(errs, n.st.Close())
+	}
+	if n.lock != nil {
+		errs = append(errs, n.lock.Close())
+	}
+	n.log.Info("node stopped")
+	return errors.Join(errs...)
+}

@@ -1,0 +1,225 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/realmsync/realmsync/crdt"
+)
+
+// waitFor is how long a test waits for gossip to arrive on loopback.
+const waitFor = 20 * time.Second
+
+func newTestNode(t *testing.T, name string) *Node {
+	t.Helper()
+	n, err := New(Config{
+		DataDir: t.TempDir(),
+		Listen:  []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
+		Name:    name,
+		Logger:  testLogger(t, name),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// testLogger logs to the test's output at debug level when the test
+// runs with -v, and nowhere otherwise.
+func testLogger(t *testing.T, name string) *slog.Logger {
+	if !testing.Verbose() {
+		return nil
+	}
+	h := slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})
+	return slog.New(h).With("node", name)
+}
+
+func connect(t *testing.T, a, b *Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.host.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// admit makes b a member of a's realm, as the acceptance handshake will:
+// a grants b a role, and b receives the realm's ops as catch-up ranges.
+func admit(t *testing.T, a, b *Node, id crdt.RealmID, role crdt.Role) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := a.Write(ctx, id, &crdt.Grant{Member: b.Author(), Role: role, FromSeq: 1, Name: b.cfg.Name}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := crdt.Open(b.st, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, err := b.addReplica(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rg := range chains(t, a, id) {
+		if _, err := rp.apply(rg, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// chains returns every author chain that n holds of the realm, the
+// genesis op alone first.
+func chains(t *testing.T, n *Node, id crdt.RealmID) [][]*crdt.Op {
+	t.Helper()
+	var out [][]*crdt.Op
+	err := n.View(id, func(r *crdt.Realm) error {
+		creator := r.Meta().Creator
+		for author, head := range r.VersionVector() {
+			var ops []*crdt.Op
+			for s := uint64(1); s <= head; s++ {
+				op, err := r.Op(author, s)
+				if err != nil {
+					return err
+				}
+				ops = append(ops, op)
+			}
+			if author == creator {
+				out = append([][]*crdt.Op{ops[:1], ops[1:]}, out...)
+			} else {
+				out = append(out, ops)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func digest(t *testing.T, n *Node, id crdt.RealmID) crdt.Hash {
+	t.Helper()
+	var d crdt.Hash
+	if err := n.View(id, func(r *crdt.Realm) error { d = r.Digest(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// converge waits until every node shows the same digest of the realm.
+func converge(t *testing.T, id crdt.RealmID, nodes ...*Node) {
+	t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		var changes []<-chan struct{}
+		same := true
+		for _, n := range nodes {
+			ch, err := n.Changed(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			changes = append(changes, ch)
+			same = same && digest(t, n, id) == digest(t, nodes[0], id)
+		}
+		if same {
+			return
+		}
+		select {
+		case <-changes[0]:
+		case <-changes[len(changes)-1]:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			var state []string
+			for _, n := range nodes {
+				n.View(id, func(r *crdt.Realm) error {
+					state = append(state, fmt.Sprintf("%s: %d members, heads %v", n.cfg.Name, len(r.Members()), heads(r)))
+					return nil
+				})
+			}
+			t.Fatalf("realm did not converge within %v: %v", waitFor, state)
+		}
+	}
+}
+
+// meshed waits until a counts b among the peers of the realm's topic.
+func meshed(t *testing.T, a, b *Node, id crdt.RealmID) {
+	t.Helper()
+	rp, err := a.replica(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		for _, p := range rp.topic.ListPeers() {
+			if p == b.ID() {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s never saw %s in the realm topic", a.cfg.Name, b.cfg.Name)
+}
+
+func message(text string) *crdt.Set {
+	return &crdt.Set{Collection: crdt.MessagesCollection, ID: text,
+		Fields: []crdt.Field{{Name: "text", Value: []byte(`"` + text + `"`)}}}
+}
+
+// TestTwoNodes: a write on one node is visible on the other, and both
+// writing at once converge to one digest.
+func TestTwoNodes(t *testing.T) {
+	a, b := newTestNode(t, "a"), newTestNode(t, "b")
+	ctx := context.Background()
+	id, err := a.CreateRealm(ctx, "chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit(t, a, b, id, crdt.RoleWriter)
+	connect(t, a, b)
+	meshed(t, a, b, id)
+	meshed(t, b, a, id)
+
+	if _, err := a.Write(ctx, id, message("hello from a")); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, id, a, b)
+	err = b.View(id, func(r *crdt.Realm) error {
+		_, err := r.Object(crdt.ObjectKey{Collection: crdt.MessagesCollection, ID: "hello from a"})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("b does not show a's message: %v", err)
+	}
+
+	done := make(chan error, 2)
+	for _, n := range []*Node{a, b} {
+		go func() {
+			for i := range 50 {
+				if _, err := n.Write(ctx, id, message(fmt.Sprintf("%s %d", n.cfg.Name, i))); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	converge(t, id, a, b)
+}
+
+func heads(r *crdt.Realm) map[string]uint64 {
+	out := map[string]uint64{}
+	for a, s := range r.VersionVector() {
+		out[a.Short()] = s
+	}
+	return out
+}

@@ -1,0 +1,225 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+
+	"github.com/realmsync/realmsync/crdt"
+	"github.com/realmsync/realmsync/daemon/store"
+)
+
+// replica is one realm held by the node: the engine's Realm, which mu
+// serialises, and the realm's gossip topic.
+type replica struct {
+	n  *Node
+	id crdt.RealmID
+
+	mu     sync.Mutex
+	r      *crdt.Realm
+	notify chan struct{} // closed and replaced at every change
+
+	topic   *pubsub.Topic
+	sub     *pubsub.Subscription
+	members atomic.Pointer[map[peer.ID]bool] // current members, for the filters
+}
+
+// addReplica joins the realm's topic and adds it to the node.
+func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
+	rp := &replica{n: n, id: r.ID(), r: r, notify: make(chan struct{})}
+	rp.refreshMembers()
+	name := topicName(r.ID())
+
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if old := n.realms[r.ID()]; old != nil {
+		n.mu.Unlock()
+		return old, nil
+	}
+	n.realms[r.ID()], n.topics[name] = rp, rp
+	n.mu.Unlock()
+
+	if err := n.ps.RegisterTopicValidator(name, rp.validate); err != nil {
+		return nil, fmt.Errorf("realm %s: validator: %w", r.ID(), err)
+	}
+	var err error
+	if rp.topic, err = n.ps.Join(name); err != nil {
+		return nil, fmt.Errorf("realm %s: join topic: %w", r.ID(), err)
+	}
+	if rp.sub, err = rp.topic.Subscribe(pubsub.WithBufferSize(queueDepth)); err != nil {
+		return nil, fmt.Errorf("realm %s: subscribe: %w", r.ID(), err)
+	}
+	n.wg.Go(rp.drain)
+	return rp, nil
+}
+
+// drain empties the subscription: ops are applied by the validator, so
+// what reaches here is already in the realm.
+func (rp *replica) drain() {
+	for {
+		if _, err := rp.sub.Next(rp.n.ctx); err != nil {
+			return
+		}
+	}
+}
+
+func (rp *replica) close() {
+	if rp.sub != nil {
+		rp.sub.Cancel()
+	}
+	if rp.topic != nil {
+		rp.topic.Close()
+	}
+	rp.n.ps.UnregisterTopicValidator(topicName(rp.id))
+}
+
+// write makes body the node's next op, waits until it is durable, then
+// publishes it.
+func (rp *replica) write(ctx context.Context, body crdt.Body) (*crdt.Op, error) {
+	rp.mu.Lock()
+	b := crdt.NewBatch()
+	op, res, err := rp.r.Write(b, rp.n.priv, body, rp.n.nowMs())
+	if err != nil {
+		rp.mu.Unlock()
+		return nil, err
+	}
+	p, err := rp.n.st.Queue(b)
+	rp.changedLocked(res)
+	rp.mu.Unlock()
+	if err != nil {
+		return nil, rp.n.storeFailed(err)
+	}
+	if err := p.Wait(ctx); err != nil {
+		return nil, rp.n.storeFailed(err)
+	}
+	if err := rp.topic.Publish(ctx, op.Bytes()); err != nil {
+		// Gossip may lose ops; catch-up brings this one to the others.
+		rp.n.log.Warn("publish failed", "realm", rp.id, "op", op, "err", err)
+	}
+	return op, nil
+}
+
+// apply applies ops a peer sent, as one op or as a catch-up range. The
+// batch is queued for the disk but not waited for: nobody is told these
+// ops are durable, and a crash before the sync loses only what catch-up
+// fetches again.
+func (rp *replica) apply(ops []*crdt.Op, ranged bool) (*crdt.Result, error) {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	b := crdt.NewBatch()
+	var res *crdt.Result
+	var err error
+	if ranged {
+		res, err = rp.r.ApplyRange(b, ops, rp.n.nowMs())
+	} else {
+		res, err = rp.r.Apply(b, ops[0], rp.n.nowMs())
+	}
+	var eq *crdt.Equivocation
+	if errors.As(err, &eq) {
+		if _, everr := rp.r.ApplyEvidence(b, eq); everr != nil {
+			rp.n.log.Warn("bad equivocation evidence", "realm", rp.id, "err", everr)
+		}
+		rp.n.log.Warn("equivocation", "realm", rp.id, "author", eq.Held.Author.Short(),
+			"seq", eq.Held.Seq)
+	}
+	if b.Len() > 0 {
+		if _, qerr := rp.n.st.Queue(b); qerr != nil {
+			return res, rp.n.storeFailed(qerr)
+		}
+	}
+	if res != nil {
+		rp.changedLocked(res)
+	}
+	return res, err
+}
+
+// tick releases held-back ops whose time has come.
+func (rp *replica) tick() {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	b := crdt.NewBatch()
+	res := rp.r.Tick(b, rp.n.nowMs())
+	if b.Len() > 0 {
+		if _, err := rp.n.st.Queue(b); err != nil {
+			rp.n.storeFailed(err)
+			return
+		}
+	}
+	rp.changedLocked(res)
+}
+
+// changedLocked tells waiters about a change and, when the membership
+// changed, refreshes the filters and cuts off peers that left. The caller
+// holds rp.mu.
+func (rp *replica) changedLocked(res *crdt.Result) {
+	if len(res.Stored) == 0 && !res.Members {
+		return
+	}
+	close(rp.notify)
+	rp.notify = make(chan struct{})
+	if res.Members {
+		rp.refreshMembers()
+		rp.n.wg.Go(rp.dropNonMembers)
+	}
+}
+
+func (rp *replica) changed() <-chan struct{} {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.notify
+}
+
+// refreshMembers rebuilds the member set the gossip filters read. The
+// caller holds rp.mu (or has not published rp yet).
+func (rp *replica) refreshMembers() {
+	m := make(map[peer.ID]bool)
+	for _, mem := range rp.r.Members() {
+		if id, err := peerOf(mem.Key); err == nil {
+			m[id] = true
+		}
+	}
+	rp.members.Store(&m)
+}
+
+func (rp *replica) isMember(id peer.ID) bool {
+	m := rp.members.Load()
+	return m != nil && (*m)[id]
+}
+
+// dropNonMembers closes the connections of peers that are in the realm's
+// topic but no longer members: their subscription goes with the
+// connection, and the subscription filter refuses it when they come back.
+func (rp *replica) dropNonMembers() {
+	if rp.topic == nil {
+		return
+	}
+	for _, id := range rp.topic.ListPeers() {
+		if !rp.isMember(id) {
+			rp.n.log.Info("peer left realm", "realm", rp.id, "peer", id)
+			rp.n.host.Network().ClosePeer(id)
+		}
+	}
+}
+
+// storeFailed handles a failed commit: the realms in memory are now ahead
+// of the disk, so the node refuses further work until it is restarted.
+//
+// TODO: reopen the store and the realms in place instead of giving up.
+func (n *Node) storeFailed(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	n.log.Error("datastore failed; restart the daemon", "err", err)
+	n.mu.Lock()
+	n.closed = true
+	n.mu.Unlock()
+	return fmt.Errorf("%w: %w", store.ErrClosed, err)
+}
