@@ -12,12 +12,12 @@ import (
 	"sync"
 	"time"
 
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
 
 	"github.com/realmsync/realmsync/crdt"
 	"github.com/realmsync/realmsync/daemon/store"
