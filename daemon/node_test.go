@@ -2,12 +2,17 @@ package daemon
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 
 	"github.com/realmsync/realmsync/crdt"
 )
@@ -222,4 +227,123 @@ func heads(r *crdt.Realm) map[string]uint64 {
 		out[a.Short()] = s
 	}
 	return out
+}
+
+// outsider is a plain libp2p host with a pubsub router of its own: what a
+// node that merely knows a realm's id can do.
+func outsider(t *testing.T, flood bool) (host.Host, *pubsub.PubSub) {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	opts := []pubsub.Option{pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(), pubsub.WithMessageIdFn(opID)}
+	var ps *pubsub.PubSub
+	if flood {
+		ps, err = pubsub.NewFloodSub(ctx, h, opts...)
+	} else {
+		ps, err = pubsub.NewGossipSub(ctx, h, opts...)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, ps
+}
+
+// TestNonMemberGetsNothing: a peer that is not a member connects to a
+// member and subscribes to the realm's topic, as a gossipsub and as a
+// floodsub-only peer. It receives none of the ops the members write, and
+// none of the ops it forges is applied.
+func TestNonMemberGetsNothing(t *testing.T) {
+	for _, flood := range []bool{false, true} {
+		t.Run(fmt.Sprintf("floodsub=%v", flood), func(t *testing.T) {
+			a, b := newTestNode(t, "a"), newTestNode(t, "b")
+			ctx := context.Background()
+			id, err := a.CreateRealm(ctx, "private")
+			if err != nil {
+				t.Fatal(err)
+			}
+			admit(t, a, b, id, crdt.RoleWriter)
+			connect(t, a, b)
+			meshed(t, a, b, id)
+
+			h, ps := outsider(t, flood)
+			if err := h.Connect(ctx, peer.AddrInfo{ID: a.ID(), Addrs: a.host.Addrs()}); err != nil {
+				t.Fatal(err)
+			}
+			topic, err := ps.Join(topicName(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sub, err := topic.Subscribe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Once the outsider sees a in the topic, a has had its
+			// subscription (and dropped it).
+			for !slices.Contains(topic.ListPeers(), a.ID()) {
+				time.Sleep(10 * time.Millisecond)
+			}
+
+			// The outsider forges ops: its own, and one in a's name.
+			_, priv, _ := ed25519.GenerateKey(nil)
+			var mine crdt.PublicKey
+			copy(mine[:], priv.Public().(ed25519.PublicKey))
+			own := forged(t, id, priv, mine, 1)
+			inA := forged(t, id, priv, a.Author(), 3)
+			for _, op := range []*crdt.Op{own, inA} {
+				if err := topic.Publish(ctx, op.Bytes()); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			for i := range 10 {
+				if _, err := a.Write(ctx, id, message(fmt.Sprint("secret ", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			converge(t, id, a, b)
+			wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
+			for {
+				m, err := sub.Next(wctx)
+				if err != nil {
+					break
+				}
+				if m.ReceivedFrom != h.ID() { // its own ops come back to it
+					t.Fatalf("the outsider received %d bytes from %s", len(m.Data), m.ReceivedFrom)
+				}
+			}
+			for _, n := range []*Node{a, b} {
+				n.View(id, func(r *crdt.Realm) error {
+					if seq, _ := r.Head(mine); seq != 0 {
+						t.Errorf("%s applied %d forged ops", n.cfg.Name, seq)
+					}
+					if seq, _ := r.Head(a.Author()); seq != 12 {
+						t.Errorf("%s holds %d ops of a, want 12", n.cfg.Name, seq)
+					}
+					return nil
+				})
+			}
+		})
+	}
+}
+
+// forged signs with priv an op at seq of author's chain; when priv is not
+// author's key, the signature is simply wrong.
+func forged(t *testing.T, id crdt.RealmID, priv ed25519.PrivateKey, author crdt.PublicKey, seq uint64) *crdt.Op {
+	t.Helper()
+	op := &crdt.Op{Realm: id, Author: author, Seq: seq,
+		Clock: crdt.MakeTimestamp(time.Now().UnixMilli(), 0), Body: message("forged")}
+	if seq > 1 {
+		op.Prev = crdt.Hash{1}
+	}
+	if err := op.Sign(priv); err != nil {
+		t.Fatal(err)
+	}
+	return op
 }
