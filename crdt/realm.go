@@ -529,7 +529,9 @@ func (r *Realm) op(v view, author PublicKey, seq uint64) (*Op, error) {
 	return op, nil
 }
 
-// Op returns the op at seq of author's chain, or ErrNotFound.
+// Op returns the op at seq of author's chain, or ErrNotFound. It reads
+// storage only, and unlike the other methods may be called while another
+// call runs.
 func (r *Realm) Op(author PublicKey, seq uint64) (*Op, error) {
 	return r.op(view{r.st, NewBatch()}, author, seq)
 }

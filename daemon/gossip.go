@@ -70,7 +70,10 @@ func opID(m *pb.Message) string {
 
 // memberFilter is the subscription filter: this node subscribes only to
 // realm topics, and records a peer's subscription to a realm topic only
-// when the peer is a member of that realm here.
+// when the peer is a member of that realm here. A realm whose genesis op
+// has not arrived yet knows no members and has nothing to send: it takes
+// every subscription, and once it knows its members it cuts off the peers
+// that are not (replica.dropNonMembers).
 type memberFilter struct{ n *Node }
 
 func (f memberFilter) CanSubscribe(topic string) bool {
@@ -87,7 +90,8 @@ func (f memberFilter) FilterIncomingSubscriptions(from peer.ID, subs []*pb.RPC_S
 			out = append(out, s) // leaving is always fine
 			continue
 		}
-		if rp := f.n.byTopic(s.GetTopicid()); rp != nil && rp.isMember(from) {
+		rp := f.n.byTopic(s.GetTopicid())
+		if rp != nil && (rp.isMember(from) || !rp.started.Load()) {
 			out = append(out, s)
 		}
 	}
@@ -116,6 +120,8 @@ func (rp *replica) validate(_ context.Context, from peer.ID, m *pubsub.Message) 
 	case len(res.Stored) == 0 && res.Held == 0:
 		return pubsub.ValidationIgnore // a duplicate: others have it too
 	}
-	// TODO: when res.Held > 0, pull the gap from the sender by catch-up.
+	if res.Held > 0 {
+		rp.n.wantPull(from) // the gap is on its way from the sender
+	}
 	return pubsub.ValidationAccept
 }

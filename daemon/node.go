@@ -51,6 +51,8 @@ type Node struct {
 	topics map[string]*replica // by topic name
 	closed bool
 
+	pulls puller
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -95,6 +97,7 @@ func New(cfg Config) (n *Node, err error) {
 	if err := n.loadRealms(); err != nil {
 		return nil, err
 	}
+	n.startSync()
 	n.wg.Go(n.tickLoop)
 	n.log.Info("node started", "peer", n.host.ID(), "addrs", n.host.Addrs(), "realms", len(n.realms))
 	return n, nil
@@ -167,6 +170,22 @@ func (n *Node) CreateRealm(ctx context.Context, name string) (crdt.RealmID, erro
 	}
 	n.log.Info("realm created", "realm", r.ID())
 	return r.ID(), nil
+}
+
+// JoinRealm starts holding a realm this node has been admitted to but
+// holds nothing of yet; catch-up with its members brings its ops.
+func (n *Node) JoinRealm(id crdt.RealmID) error {
+	r, err := crdt.Open(n.st, id)
+	if err != nil {
+		return err
+	}
+	if _, err := n.addReplica(r); err != nil {
+		return err
+	}
+	for _, p := range n.host.Network().Peers() {
+		n.wantPull(p)
+	}
+	return nil
 }
 
 // Write makes body this node's next op in the realm and returns it once

@@ -55,56 +55,17 @@ func connect(t *testing.T, a, b *Node) {
 }
 
 // admit makes b a member of a's realm, as the acceptance handshake will:
-// a grants b a role, and b receives the realm's ops as catch-up ranges.
+// a grants b a role, and b starts holding the realm, which catch-up with
+// a member then fills.
 func admit(t *testing.T, a, b *Node, id crdt.RealmID, role crdt.Role) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := a.Write(ctx, id, &crdt.Grant{Member: b.Author(), Role: role, FromSeq: 1, Name: b.cfg.Name}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := crdt.Open(b.st, id)
-	if err != nil {
+	if err := b.JoinRealm(id); err != nil {
 		t.Fatal(err)
 	}
-	rp, err := b.addReplica(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, rg := range chains(t, a, id) {
-		if _, err := rp.apply(rg, true); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// chains returns every author chain that n holds of the realm, the
-// genesis op alone first.
-func chains(t *testing.T, n *Node, id crdt.RealmID) [][]*crdt.Op {
-	t.Helper()
-	var out [][]*crdt.Op
-	err := n.View(id, func(r *crdt.Realm) error {
-		creator := r.Meta().Creator
-		for author, head := range r.VersionVector() {
-			var ops []*crdt.Op
-			for s := uint64(1); s <= head; s++ {
-				op, err := r.Op(author, s)
-				if err != nil {
-					return err
-				}
-				ops = append(ops, op)
-			}
-			if author == creator {
-				out = append([][]*crdt.Op{ops[:1], ops[1:]}, out...)
-			} else {
-				out = append(out, ops)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func digest(t *testing.T, n *Node, id crdt.RealmID) crdt.Hash {
@@ -346,4 +307,93 @@ func forged(t *testing.T, id crdt.RealmID, priv ed25519.PrivateKey, author crdt.
 		t.Fatal(err)
 	}
 	return op
+}
+
+// writeMany writes n messages to the realm from 8 writers at once.
+func writeMany(t *testing.T, nd *Node, id crdt.RealmID, n int, prefix string) {
+	t.Helper()
+	errs := make(chan error, 8)
+	for w := range 8 {
+		go func() {
+			for i := w; i < n; i += 8 {
+				if _, err := nd.Write(context.Background(), id, message(fmt.Sprintf("%s %d", prefix, i))); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestCatchUpAfterOffline: a node that was offline while 10,000 ops were
+// written comes back, and catch-up brings it to the same digest.
+func TestCatchUpAfterOffline(t *testing.T) {
+	a := newTestNode(t, "a")
+	bdir := t.TempDir()
+	b, err := New(Config{DataDir: bdir, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Name: "b",
+		Logger: testLogger(t, "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	id, err := a.CreateRealm(ctx, "offline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit(t, a, b, id, crdt.RoleWriter)
+	connect(t, a, b)
+	converge(t, id, a, b)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	writeMany(t, a, id, 10_000, "while b was away")
+
+	b, err = New(Config{DataDir: bdir, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Name: "b",
+		Logger: testLogger(t, "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	connect(t, b, a)
+	converge(t, id, a, b)
+}
+
+// TestLine: five nodes in a line, each connected only to its neighbours;
+// a write at one end reaches the other end.
+func TestLine(t *testing.T) {
+	ctx := context.Background()
+	var nodes []*Node
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		nodes = append(nodes, newTestNode(t, name))
+	}
+	a := nodes[0]
+	id, err := a.CreateRealm(ctx, "line")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes[1:] {
+		admit(t, a, n, id, crdt.RoleWriter)
+	}
+	for i := range len(nodes) - 1 {
+		connect(t, nodes[i], nodes[i+1])
+	}
+	converge(t, id, nodes...)
+	for i := range len(nodes) - 1 {
+		meshed(t, nodes[i], nodes[i+1], id)
+		meshed(t, nodes[i+1], nodes[i], id)
+	}
+	if _, err := a.Write(ctx, id, message("from one end")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[4].Write(ctx, id, message("from the other")); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, id, nodes...)
 }

@@ -27,12 +27,14 @@ type replica struct {
 	topic   *pubsub.Topic
 	sub     *pubsub.Subscription
 	members atomic.Pointer[map[peer.ID]bool] // current members, for the filters
+	started atomic.Bool                      // the genesis op is here
 }
 
 // addReplica joins the realm's topic and adds it to the node.
 func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
 	rp := &replica{n: n, id: r.ID(), r: r, notify: make(chan struct{})}
 	rp.refreshMembers()
+	rp.started.Store(r.HasGenesis())
 	name := topicName(r.ID())
 
 	n.mu.Lock()
@@ -167,6 +169,7 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 	rp.notify = make(chan struct{})
 	if res.Members {
 		rp.refreshMembers()
+		rp.started.Store(rp.r.HasGenesis())
 		rp.n.wg.Go(rp.dropNonMembers)
 	}
 }

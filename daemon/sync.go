@@ -1,0 +1,317 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/realmsync/realmsync/crdt"
+)
+
+// syncProtocol is the catch-up protocol's id.
+const syncProtocol = protocol.ID("/realmsync/sync/1")
+
+// Catch-up timing.
+const (
+	syncIdle   = 15 * time.Second // longest wait for the next frame
+	syncRounds = 3                // rounds in a row while ranges wait for a grant
+)
+
+// puller runs at most one catch-up per peer at a time; a request while one
+// runs makes it go once more when it ends.
+type puller struct {
+	mu      sync.Mutex
+	running map[peer.ID]bool // value: another round is due
+}
+
+// startSync registers the protocol and its triggers: a pull from each
+// member that connects, and from every connected member each interval.
+func (n *Node) startSync() {
+	n.pulls.running = make(map[peer.ID]bool)
+	n.host.SetStreamHandler(syncProtocol, n.serveSync)
+	n.host.Network().Notify(&network.NotifyBundle{
+		ConnectedF: func(_ network.Network, c network.Conn) {
+			if n.sharesRealm(c.RemotePeer()) {
+				n.cm.Protect(c.RemotePeer(), "realm")
+				n.wantPull(c.RemotePeer())
+			}
+		},
+	})
+	n.wg.Go(n.syncLoop)
+}
+
+func (n *Node) syncLoop() {
+	t := time.NewTicker(n.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, id := range n.host.Network().Peers() {
+			if n.sharesRealm(id) {
+				n.wantPull(id)
+			}
+		}
+	}
+}
+
+// sharesRealm reports whether id is a member of a realm held here, or
+// this node holds a realm it has not received yet (and so knows no
+// members of).
+func (n *Node) sharesRealm(id peer.ID) bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	for _, rp := range n.realms {
+		if rp.isMember(id) || !rp.started.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// wantPull starts a catch-up from id, or asks the one running for another
+// round.
+func (n *Node) wantPull(id peer.ID) {
+	n.pulls.mu.Lock()
+	defer n.pulls.mu.Unlock()
+	if _, ok := n.pulls.running[id]; ok {
+		n.pulls.running[id] = true
+		return
+	}
+	n.pulls.running[id] = false
+	n.wg.Go(func() {
+		for {
+			if err := n.pull(n.ctx, id); err != nil && n.ctx.Err() == nil {
+				n.log.Debug("catch-up failed", "peer", id, "err", err)
+			}
+			n.pulls.mu.Lock()
+			again := n.pulls.running[id]
+			if !again || n.ctx.Err() != nil {
+				delete(n.pulls.running, id)
+				n.pulls.mu.Unlock()
+				return
+			}
+			n.pulls.running[id] = false
+			n.pulls.mu.Unlock()
+		}
+	})
+}
+
+// pull runs catch-up rounds with id until nothing waits on a grant.
+func (n *Node) pull(ctx context.Context, id peer.ID) error {
+	for range syncRounds {
+		again, err := n.pullOnce(ctx, id)
+		if err != nil || !again {
+			return err
+		}
+	}
+	return nil
+}
+
+// pullOnce asks id for what this node lacks and applies what comes back.
+// It reports whether some range was refused for want of a grant that
+// another range brought, so that another round may take it.
+func (n *Node) pullOnce(ctx context.Context, id peer.ID) (again bool, err error) {
+	a := n.askFor(id)
+	if len(a.realms) == 0 {
+		return false, nil
+	}
+	start := time.Now()
+	s, err := n.host.NewStream(ctx, id, syncProtocol)
+	if err != nil {
+		return false, fmt.Errorf("open catch-up stream: %w", err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(syncIdle))
+	w := bufio.NewWriter(s)
+	if err := writeFrame(w, frameAsk, a.encode()); err != nil {
+		return false, err
+	}
+	if err := w.Flush(); err != nil {
+		return false, err
+	}
+	asked := make(map[crdt.RealmID]bool)
+	for _, rv := range a.realms {
+		asked[rv.id] = true
+	}
+
+	r := bufio.NewReader(s)
+	applied := 0
+	for {
+		s.SetReadDeadline(time.Now().Add(syncIdle))
+		typ, payload, err := readFrame(r)
+		if err != nil {
+			return again, fmt.Errorf("catch-up from %s: %w", id, err)
+		}
+		if typ == frameDone {
+			break
+		}
+		if typ != frameRange {
+			return again, n.cutOff(s, id, fmt.Errorf("%w: type %d", errFrame, typ))
+		}
+		realm, ops, err := decodeRange(payload)
+		if err == nil && !asked[realm] {
+			err = fmt.Errorf("%w: a realm not asked for", errFrame)
+		}
+		if err != nil {
+			return again, n.cutOff(s, id, err)
+		}
+		rp, err := n.replica(realm)
+		if err != nil {
+			return again, err
+		}
+		res, err := rp.apply(ops, true)
+		switch {
+		case errors.Is(err, crdt.ErrNotMember):
+			again = true // the grant may be in a range still to come
+		case errors.Is(err, crdt.ErrBadSignature), errors.Is(err, crdt.ErrBrokenChain),
+			errors.Is(err, crdt.ErrMalformed), errors.Is(err, crdt.ErrWrongRealm):
+			return again, n.cutOff(s, id, err)
+		case err != nil:
+			n.log.Debug("catch-up range refused", "realm", realm, "peer", id, "err", err)
+		}
+		if res != nil {
+			applied += len(res.Stored)
+		}
+	}
+	if applied > 0 {
+		n.log.Info("caught up", "peer", id, "ops", applied, "duration", time.Since(start))
+	}
+	return again, nil
+}
+
+// cutOff ends the exchange with a peer that broke the protocol.
+func (n *Node) cutOff(s network.Stream, id peer.ID, err error) error {
+	s.Reset()
+	n.log.Warn("peer cut off: bad catch-up data", "peer", id, "err", err)
+	n.host.Network().ClosePeer(id)
+	return err
+}
+
+// askFor lists, for the realms id may serve, what this node holds.
+func (n *Node) askFor(id peer.ID) *ask {
+	n.mu.RLock()
+	rps := make([]*replica, 0, len(n.realms))
+	for _, rp := range n.realms {
+		if rp.isMember(id) || !rp.started.Load() {
+			rps = append(rps, rp)
+		}
+	}
+	n.mu.RUnlock()
+	a := &ask{}
+	for _, rp := range rps {
+		rp.mu.Lock()
+		a.realms = append(a.realms, realmVV{id: rp.id, vv: rp.r.VersionVector()})
+		rp.mu.Unlock()
+	}
+	return a
+}
+
+// serveSync answers an ask: for each realm the asker is a member of here,
+// every op the asker lacks, author by author, in ranges.
+func (n *Node) serveSync(s network.Stream) {
+	defer s.Close()
+	from := s.Conn().RemotePeer()
+	s.SetDeadline(time.Now().Add(syncIdle))
+	typ, payload, err := readFrame(bufio.NewReader(io.LimitReader(s, maxFrame+frameHeaderLength)))
+	if err != nil {
+		n.log.Debug("catch-up ask unread", "peer", from, "err", err)
+		s.Reset()
+		return
+	}
+	a, err := decodeAsk(payload)
+	if err == nil && typ != frameAsk {
+		err = fmt.Errorf("%w: type %d", errFrame, typ)
+	}
+	if err != nil {
+		n.cutOff(s, from, err)
+		return
+	}
+	w := bufio.NewWriter(s)
+	sent := 0
+	for _, rv := range a.realms {
+		rp, err := n.replica(rv.id)
+		if err != nil || !rp.isMember(from) {
+			continue // never say what realms are held to a non-member
+		}
+		k, err := rp.serve(w, rv.vv, func() { s.SetWriteDeadline(time.Now().Add(syncIdle)) })
+		sent += k
+		if err != nil {
+			n.log.Debug("catch-up send failed", "peer", from, "err", err)
+			s.Reset()
+			return
+		}
+	}
+	if err := writeFrame(w, frameDone, nil); err == nil {
+		w.Flush()
+	}
+	if sent > 0 {
+		n.log.Debug("catch-up served", "peer", from, "ops", sent)
+	}
+}
+
+// serve writes the ranges the asker lacks, given its version vector. The
+// creator's chain goes first: it holds the grants that admit the others.
+func (rp *replica) serve(w *bufio.Writer, theirs map[crdt.PublicKey]uint64, tick func()) (int, error) {
+	rp.mu.Lock()
+	mine := rp.r.VersionVector()
+	creator := rp.r.Meta().Creator
+	rp.mu.Unlock()
+
+	authors := make([]crdt.PublicKey, 0, len(mine))
+	for a, head := range mine {
+		if head > theirs[a] {
+			authors = append(authors, a)
+		}
+	}
+	slices.SortFunc(authors, func(x, y crdt.PublicKey) int {
+		switch {
+		case x == creator:
+			return -1
+		case y == creator:
+			return 1
+		}
+		return bytes.Compare(x[:], y[:])
+	})
+	sent := 0
+	for _, a := range authors {
+		var ops []*crdt.Op
+		size := 0
+		for seq := theirs[a] + 1; seq <= mine[a]; seq++ {
+			// Op reads the store only, so the realm stays unlocked.
+			op, err := rp.r.Op(a, seq)
+			if err != nil {
+				return sent, err
+			}
+			if len(ops) == maxOpsPerRange || size+len(op.Bytes()) > rangeTargetBytes {
+				tick()
+				if err := writeFrame(w, frameRange, encodeRange(rp.id, ops)); err != nil {
+					return sent, err
+				}
+				sent, ops, size = sent+len(ops), ops[:0], 0
+			}
+			ops = append(ops, op)
+			size += len(op.Bytes())
+		}
+		if len(ops) > 0 {
+			tick()
+			if err := writeFrame(w, frameRange, encodeRange(rp.id, ops)); err != nil {
+				return sent, err
+			}
+			sent += len(ops)
+		}
+	}
+	return sent, nil
+}
