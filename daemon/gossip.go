@@ -121,7 +121,7 @@ func (rp *replica) validate(_ context.Context, from peer.ID, m *pubsub.Message) 
 		return pubsub.ValidationIgnore // a duplicate: others have it too
 	}
 	if res.Held > 0 {
-		rp.n.wantPull(from) // the gap is on its way from the sender
+		rp.sawGap(from) // the sender has what comes before
 	}
 	return pubsub.ValidationAccept
 }

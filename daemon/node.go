@@ -29,8 +29,8 @@ var ErrNoRealm = errors.New("no such realm here")
 // ErrClosed is returned by a Node that has been closed.
 var ErrClosed = errors.New("node closed")
 
-// tickInterval is how often held-back ops are looked at again.
-const tickInterval = time.Second
+// tickInterval is how often held-back ops and open gaps are looked at.
+const tickInterval = 250 * time.Millisecond
 
 // Node is one running realmsync node: its libp2p host, its gossip router,
 // its datastore and the realms it holds. Create it with New, stop it with

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -24,15 +25,36 @@ type replica struct {
 	r      *crdt.Realm
 	notify chan struct{} // closed and replaced at every change
 
+	wmu    sync.Mutex
+	writes []*writeReq // local writes waiting for mu (write.go)
+
+	pmu     sync.Mutex
+	pubq    []outgoing    // local ops to publish, in chain order
+	pubWake chan struct{} // buffered 1: pubq has grown
+
 	topic   *pubsub.Topic
 	sub     *pubsub.Subscription
 	members atomic.Pointer[map[peer.ID]bool] // current members, for the filters
 	started atomic.Bool                      // the genesis op is here
+	gap     atomic.Pointer[gapSeen]          // the oldest gap not yet pulled
 }
+
+// gapSeen records a gap in an author chain: an op from peer arrived ahead
+// of the ops before it.
+type gapSeen struct {
+	from peer.ID
+	at   time.Time
+}
+
+// gapWait is how long a gap may stay open before it is pulled by
+// catch-up. Gossip often delivers out of order and fills most gaps by
+// itself within milliseconds; a lost op leaves its gap open.
+const gapWait = 200 * time.Millisecond
 
 // addReplica joins the realm's topic and adds it to the node.
 func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
-	rp := &replica{n: n, id: r.ID(), r: r, notify: make(chan struct{})}
+	rp := &replica{n: n, id: r.ID(), r: r, notify: make(chan struct{}),
+		pubWake: make(chan struct{}, 1)}
 	rp.refreshMembers()
 	rp.started.Store(r.HasGenesis())
 	name := topicName(r.ID())
@@ -60,6 +82,7 @@ func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
 		return nil, fmt.Errorf("realm %s: subscribe: %w", r.ID(), err)
 	}
 	n.wg.Go(rp.drain)
+	n.wg.Go(rp.publishLoop)
 	return rp, nil
 }
 
@@ -81,32 +104,6 @@ func (rp *replica) close() {
 		rp.topic.Close()
 	}
 	rp.n.ps.UnregisterTopicValidator(topicName(rp.id))
-}
-
-// write makes body the node's next op, waits until it is durable, then
-// publishes it.
-func (rp *replica) write(ctx context.Context, body crdt.Body) (*crdt.Op, error) {
-	rp.mu.Lock()
-	b := crdt.NewBatch()
-	op, res, err := rp.r.Write(b, rp.n.priv, body, rp.n.nowMs())
-	if err != nil {
-		rp.mu.Unlock()
-		return nil, err
-	}
-	p, err := rp.n.st.Queue(b)
-	rp.changedLocked(res)
-	rp.mu.Unlock()
-	if err != nil {
-		return nil, rp.n.storeFailed(err)
-	}
-	if err := p.Wait(ctx); err != nil {
-		return nil, rp.n.storeFailed(err)
-	}
-	if err := rp.topic.Publish(ctx, op.Bytes()); err != nil {
-		// Gossip may lose ops; catch-up brings this one to the others.
-		rp.n.log.Warn("publish failed", "realm", rp.id, "op", op, "err", err)
-	}
-	return op, nil
 }
 
 // apply applies ops a peer sent, as one op or as a catch-up range. The
@@ -143,7 +140,8 @@ func (rp *replica) apply(ops []*crdt.Op, ranged bool) (*crdt.Result, error) {
 	return res, err
 }
 
-// tick releases held-back ops whose time has come.
+// tick releases held-back ops whose time has come, and pulls a gap that
+// has stayed open for gapWait.
 func (rp *replica) tick() {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
@@ -156,6 +154,21 @@ func (rp *replica) tick() {
 		}
 	}
 	rp.changedLocked(res)
+
+	g := rp.gap.Load()
+	if g == nil || time.Since(g.at) < gapWait {
+		return
+	}
+	rp.gap.CompareAndSwap(g, nil)
+	if len(rp.r.Missing()) > 0 {
+		rp.n.wantPull(g.from)
+	}
+}
+
+// sawGap notes a gap that an op from a peer revealed, unless an older
+// one waits already.
+func (rp *replica) sawGap(from peer.ID) {
+	rp.gap.CompareAndSwap(nil, &gapSeen{from: from, at: time.Now()})
 }
 
 // changedLocked tells waiters about a change and, when the membership

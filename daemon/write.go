@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"context"
+
+	"github.com/realmsync/realmsync/crdt"
+	"github.com/realmsync/realmsync/daemon/store"
+)
+
+// writeReq is one local write on its way into the realm.
+type writeReq struct {
+	body crdt.Body
+
+	// Set under replica.mu by whoever writes the request's group.
+	written bool
+	op      *crdt.Op
+	err     error
+	durable *store.Pending
+}
+
+// outgoing is a local op waiting to be published once it is durable.
+type outgoing struct {
+	op      *crdt.Op
+	durable *store.Pending
+}
+
+// write makes body the node's next op and returns it once it is durable;
+// the op is published to the realm's members right after.
+//
+// Writes combine: a writer queues its request, then takes the realm's
+// lock, and whoever holds the lock writes every request queued by then
+// as one batch with one store write. Writers that were waiting for the
+// lock find their op made and only wait for the shared sync. Under load
+// this turns many small batches, each with its own lock hand-over, log
+// append and wake-up, into few large ones; alone, a writer writes its
+// own request at once.
+func (rp *replica) write(ctx context.Context, body crdt.Body) (*crdt.Op, error) {
+	req := &writeReq{body: body}
+	rp.wmu.Lock()
+	rp.writes = append(rp.writes, req)
+	rp.wmu.Unlock()
+
+	rp.mu.Lock()
+	if !req.written {
+		rp.writeQueuedLocked()
+	}
+	rp.mu.Unlock()
+
+	if req.err != nil {
+		return nil, req.err
+	}
+	if err := req.durable.Wait(ctx); err != nil {
+		return nil, rp.n.storeFailed(err)
+	}
+	return req.op, nil
+}
+
+// writeQueuedLocked writes every queued request into one batch, hands the
+// batch to the store and the ops to the publisher. The caller holds rp.mu.
+func (rp *replica) writeQueuedLocked() {
+	rp.wmu.Lock()
+	group := rp.writes
+	rp.writes = nil
+	rp.wmu.Unlock()
+
+	b := crdt.NewBatch()
+	total := &crdt.Result{}
+	for _, req := range group {
+		req.written = true
+		var res *crdt.Result
+		req.op, res, req.err = rp.r.Write(b, rp.n.priv, req.body, rp.n.nowMs())
+		if req.err == nil {
+			total.Stored = append(total.Stored, res.Stored...)
+			total.Members = total.Members || res.Members
+		}
+	}
+	p, err := rp.n.st.Queue(b)
+	if err != nil {
+		err = rp.n.storeFailed(err)
+	}
+	var out []outgoing
+	for _, req := range group {
+		if req.err == nil {
+			req.durable, req.err = p, err
+			out = append(out, outgoing{req.op, p})
+		}
+	}
+	if err == nil {
+		rp.enqueuePublish(out)
+	}
+	rp.changedLocked(total)
+}
+
+// enqueuePublish hands ops, in chain order, to the publisher.
+func (rp *replica) enqueuePublish(out []outgoing) {
+	rp.pmu.Lock()
+	rp.pubq = append(rp.pubq, out...)
+	rp.pmu.Unlock()
+	select {
+	case rp.pubWake <- struct{}{}:
+	default: // the publisher is due to look already
+	}
+}
+
+// publishLoop publishes local ops in the order they were written, each
+// once it is durable: members never see an op that a crash could undo,
+// and see one author's ops in chain order unless gossip reorders them.
+func (rp *replica) publishLoop() {
+	ctx := rp.n.ctx
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rp.pubWake:
+		}
+		rp.pmu.Lock()
+		q := rp.pubq
+		rp.pubq = nil
+		rp.pmu.Unlock()
+		for _, o := range q {
+			if o.durable.Wait(ctx) != nil {
+				return // closing, or the store failed: the node stops
+			}
+			if err := rp.topic.Publish(ctx, o.op.Bytes()); err != nil && ctx.Err() == nil {
+				// Gossip may lose ops; catch-up brings this one to the others.
+				rp.n.log.Warn("publish failed", "realm", rp.id, "op", o.op, "err", err)
+			}
+		}
+	}
+}
