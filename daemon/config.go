@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/realmsync/realmsync/daemon/store"
@@ -59,6 +61,11 @@ type Config struct {
 
 	// Now returns the wall clock; nil means time.Now. Tests set it.
 	Now func() time.Time
+
+	// Seams for tests in this package: extra gossip options (a tracer),
+	// and a connection gater (to cut the network apart).
+	gossipOpts []pubsub.Option
+	gater      connmgr.ConnectionGater
 }
 
 // validate returns one error per broken rule, joined.

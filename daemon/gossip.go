@@ -38,7 +38,7 @@ func topicName(id crdt.RealmID) string { return topicPrefix + id.String() }
 // subscription filter drops anyone else's subscription, and the peer
 // filter keeps them out of the mesh and of gossip.
 func newGossip(ctx context.Context, h host.Host, n *Node) (*pubsub.PubSub, error) {
-	ps, err := pubsub.NewGossipSub(ctx, h,
+	opts := []pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
 		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(opID),
@@ -55,7 +55,8 @@ func newGossip(ctx context.Context, h host.Host, n *Node) (*pubsub.PubSub, error
 		pubsub.WithValidateQueueSize(queueDepth),
 		pubsub.WithMaxMessageSize(maxGossipRPC),
 		pubsub.WithLogger(n.log.With("component", "pubsub")),
-	)
+	}
+	ps, err := pubsub.NewGossipSub(ctx, h, append(opts, n.cfg.gossipOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("gossipsub: %w", err)
 	}

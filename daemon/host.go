@@ -46,6 +46,9 @@ func newHost(cfg Config, key crypto.PrivKey) (host.Host, *connmgr.BasicConnMgr, 
 		libp2p.EnableRelay(),
 		libp2p.DisableMetrics(),
 	}
+	if cfg.gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(cfg.gater))
+	}
 	if len(cfg.Relays) > 0 {
 		relays, err := addrInfos(cfg.Relays)
 		if err != nil {

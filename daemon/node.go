@@ -52,6 +52,7 @@ type Node struct {
 	closed bool
 
 	pulls puller
+	book  book
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -97,7 +98,14 @@ func New(cfg Config) (n *Node, err error) {
 	if err := n.loadRealms(); err != nil {
 		return nil, err
 	}
+	if err := n.loadBook(); err != nil {
+		return nil, err
+	}
+	if err := n.watchPeers(); err != nil {
+		return nil, err
+	}
 	n.startSync()
+	n.wg.Go(n.redialLoop)
 	n.wg.Go(n.tickLoop)
 	n.log.Info("node started", "peer", n.host.ID(), "addrs", n.host.Addrs(), "realms", len(n.realms))
 	return n, nil

@@ -364,36 +364,3 @@ func TestCatchUpAfterOffline(t *testing.T) {
 	connect(t, b, a)
 	converge(t, id, a, b)
 }
-
-// TestLine: five nodes in a line, each connected only to its neighbours;
-// a write at one end reaches the other end.
-func TestLine(t *testing.T) {
-	ctx := context.Background()
-	var nodes []*Node
-	for _, name := range []string{"a", "b", "c", "d", "e"} {
-		nodes = append(nodes, newTestNode(t, name))
-	}
-	a := nodes[0]
-	id, err := a.CreateRealm(ctx, "line")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range nodes[1:] {
-		admit(t, a, n, id, crdt.RoleWriter)
-	}
-	for i := range len(nodes) - 1 {
-		connect(t, nodes[i], nodes[i+1])
-	}
-	converge(t, id, nodes...)
-	for i := range len(nodes) - 1 {
-		meshed(t, nodes[i], nodes[i+1], id)
-		meshed(t, nodes[i+1], nodes[i], id)
-	}
-	if _, err := a.Write(ctx, id, message("from one end")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nodes[4].Write(ctx, id, message("from the other")); err != nil {
-		t.Fatal(err)
-	}
-	converge(t, id, nodes...)
-}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/realmsync/realmsync/crdt"
@@ -37,6 +38,8 @@ type replica struct {
 	members atomic.Pointer[map[peer.ID]bool] // current members, for the filters
 	started atomic.Bool                      // the genesis op is here
 	gap     atomic.Pointer[gapSeen]          // the oldest gap not yet pulled
+
+	joinPulled time.Time // the last pull for a realm not started; under mu
 }
 
 // gapSeen records a gap in an author chain: an op from peer arrived ahead
@@ -154,6 +157,7 @@ func (rp *replica) tick() {
 		}
 	}
 	rp.changedLocked(res)
+	rp.pullToJoinLocked()
 
 	g := rp.gap.Load()
 	if g == nil || time.Since(g.at) < gapWait {
@@ -165,6 +169,24 @@ func (rp *replica) tick() {
 	}
 }
 
+// joinPullEvery is how often a realm that has not received its genesis op
+// yet asks every connected peer for it.
+const joinPullEvery = time.Second
+
+// pullToJoinLocked asks the connected peers for the realm's ops while the
+// genesis op has not arrived: a node that was just admitted may be
+// connected only to peers that are themselves still waiting for it. The
+// caller holds rp.mu.
+func (rp *replica) pullToJoinLocked() {
+	if rp.started.Load() || time.Since(rp.joinPulled) < joinPullEvery {
+		return
+	}
+	rp.joinPulled = time.Now()
+	for _, id := range rp.n.host.Network().Peers() {
+		rp.n.wantPull(id)
+	}
+}
+
 // sawGap notes a gap that an op from a peer revealed, unless an older
 // one waits already.
 func (rp *replica) sawGap(from peer.ID) {
@@ -172,8 +194,8 @@ func (rp *replica) sawGap(from peer.ID) {
 }
 
 // changedLocked tells waiters about a change and, when the membership
-// changed, refreshes the filters and cuts off peers that left. The caller
-// holds rp.mu.
+// changed, refreshes the filters and brings the realm's connections in
+// line. The caller holds rp.mu.
 func (rp *replica) changedLocked(res *crdt.Result) {
 	if len(res.Stored) == 0 && !res.Members {
 		return
@@ -181,9 +203,9 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 	close(rp.notify)
 	rp.notify = make(chan struct{})
 	if res.Members {
-		rp.refreshMembers()
+		added := rp.refreshMembers()
 		rp.started.Store(rp.r.HasGenesis())
-		rp.n.wg.Go(rp.dropNonMembers)
+		rp.n.wg.Go(func() { rp.reconcile(added) })
 	}
 }
 
@@ -193,16 +215,24 @@ func (rp *replica) changed() <-chan struct{} {
 	return rp.notify
 }
 
-// refreshMembers rebuilds the member set the gossip filters read. The
-// caller holds rp.mu (or has not published rp yet).
-func (rp *replica) refreshMembers() {
+// refreshMembers rebuilds the member set the gossip filters read, and
+// returns the peers that were not members before. The caller holds rp.mu
+// (or has not published rp yet).
+func (rp *replica) refreshMembers() (added []peer.ID) {
+	old := rp.members.Load()
 	m := make(map[peer.ID]bool)
 	for _, mem := range rp.r.Members() {
-		if id, err := peerOf(mem.Key); err == nil {
-			m[id] = true
+		id, err := peerOf(mem.Key)
+		if err != nil {
+			continue
+		}
+		m[id] = true
+		if old != nil && !(*old)[id] {
+			added = append(added, id)
 		}
 	}
 	rp.members.Store(&m)
+	return added
 }
 
 func (rp *replica) isMember(id peer.ID) bool {
@@ -210,18 +240,58 @@ func (rp *replica) isMember(id peer.ID) bool {
 	return m != nil && (*m)[id]
 }
 
-// dropNonMembers closes the connections of peers that are in the realm's
-// topic but no longer members: their subscription goes with the
-// connection, and the subscription filter refuses it when they come back.
-func (rp *replica) dropNonMembers() {
+// resubscribeWait is how long a new member's subscription may take to
+// show before its connection is made again.
+const resubscribeWait = time.Second
+
+// reconcile brings the realm's connections in line with its members after
+// a change. A peer in the realm's topic that is no longer a member loses
+// its connection: its subscription goes with it, and the subscription
+// filter refuses it when it comes back. A connected member is protected
+// from the connection manager and its addresses are remembered. A new
+// member whose subscription this node refused while it was not a member
+// yet gets a fresh connection, the only way to hear its subscription
+// again: pubsub announces subscriptions once per connection.
+func (rp *replica) reconcile(added []peer.ID) {
+	n := rp.n
 	if rp.topic == nil {
 		return
 	}
+	inTopic := make(map[peer.ID]bool)
 	for _, id := range rp.topic.ListPeers() {
-		if !rp.isMember(id) {
-			rp.n.log.Info("peer left realm", "realm", rp.id, "peer", id)
-			rp.n.host.Network().ClosePeer(id)
+		inTopic[id] = true
+		if rp.isMember(id) {
+			continue
 		}
+		n.log.Info("peer left realm", "realm", rp.id, "peer", id)
+		if !n.isMemberAnywhere(id) {
+			n.cm.Unprotect(id, protectTag)
+		}
+		n.host.Network().ClosePeer(id)
+	}
+	for _, id := range added {
+		if id == n.host.ID() || n.host.Network().Connectedness(id) != network.Connected {
+			continue
+		}
+		n.log.Info("peer joined realm", "realm", rp.id, "peer", id)
+		n.cm.Protect(id, protectTag)
+		n.remember(id)
+	}
+	select {
+	case <-n.ctx.Done():
+		return
+	case <-time.After(resubscribeWait):
+	}
+	for _, id := range rp.topic.ListPeers() {
+		inTopic[id] = true
+	}
+	for _, id := range added {
+		if inTopic[id] || id == n.host.ID() || n.host.Network().Connectedness(id) != network.Connected {
+			continue
+		}
+		n.log.Debug("reconnecting to hear a new member's subscription", "realm", rp.id, "peer", id)
+		n.host.Network().ClosePeer(id)
+		n.wg.Go(func() { n.redial(id) })
 	}
 }
 

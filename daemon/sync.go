@@ -18,6 +18,10 @@ import (
 	"github.com/realmsync/realmsync/crdt"
 )
 
+// protectTag marks connections to realm members in the connection
+// manager, which never trims them.
+const protectTag = "realm"
+
 // syncProtocol is the catch-up protocol's id.
 const syncProtocol = protocol.ID("/realmsync/sync/1")
 
@@ -42,7 +46,7 @@ func (n *Node) startSync() {
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			if n.sharesRealm(c.RemotePeer()) {
-				n.cm.Protect(c.RemotePeer(), "realm")
+				n.cm.Protect(c.RemotePeer(), protectTag)
 				n.wantPull(c.RemotePeer())
 			}
 		},

@@ -1,0 +1,371 @@
+package daemon
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/realmsync/realmsync/crdt"
+)
+
+// meshTracer records which peers a node's gossip router holds in the
+// mesh of each topic.
+type meshTracer struct {
+	mu   sync.Mutex
+	mesh map[string]map[peer.ID]bool
+}
+
+func newMeshTracer() *meshTracer { return &meshTracer{mesh: make(map[string]map[peer.ID]bool)} }
+
+func (m *meshTracer) Graft(p peer.ID, topic string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mesh[topic] == nil {
+		m.mesh[topic] = make(map[peer.ID]bool)
+	}
+	m.mesh[topic][p] = true
+}
+
+func (m *meshTracer) Prune(p peer.ID, topic string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.mesh[topic], p)
+}
+
+func (m *meshTracer) has(topic string, p peer.ID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mesh[topic][p]
+}
+
+func (*meshTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (*meshTracer) OnClosedOutboundStream(peer.ID)                       {}
+func (*meshTracer) Join(string)                                          {}
+func (*meshTracer) Leave(string)                                         {}
+func (*meshTracer) ValidateMessage(*pubsub.Message)                      {}
+func (*meshTracer) DeliverMessage(*pubsub.Message)                       {}
+func (*meshTracer) RejectMessage(*pubsub.Message, string)                {}
+func (*meshTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (*meshTracer) ThrottlePeer(peer.ID)                                 {}
+func (*meshTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (*meshTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (*meshTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (*meshTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (*meshTracer) UndeliverableMessage(*pubsub.Message)                 {}
+
+// partition is a connection gater that cuts chosen pairs of peers apart.
+type partition struct {
+	mu  sync.Mutex
+	cut map[[2]peer.ID]bool
+	me  peer.ID
+}
+
+func (g *partition) blocked(p peer.ID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cut[[2]peer.ID{g.me, p}]
+}
+
+func (g *partition) InterceptPeerDial(p peer.ID) bool                 { return !g.blocked(p) }
+func (g *partition) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return !g.blocked(p) }
+func (g *partition) InterceptAccept(network.ConnMultiaddrs) bool      { return true }
+func (g *partition) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return !g.blocked(p)
+}
+func (g *partition) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return true, 0
+}
+
+// net is a set of test nodes whose links can be cut and restored.
+type net struct {
+	t      *testing.T
+	mu     sync.Mutex
+	cut    map[[2]peer.ID]bool
+	gaters []*partition
+	nodes  []*Node
+	traces map[*Node]*meshTracer
+}
+
+func newNet(t *testing.T) *net {
+	return &net{t: t, cut: make(map[[2]peer.ID]bool), traces: make(map[*Node]*meshTracer)}
+}
+
+// add starts a node on the net; syncEvery sets its catch-up interval.
+func (nt *net) add(name string, syncEvery time.Duration) *Node {
+	t := nt.t
+	t.Helper()
+	g := &partition{cut: nt.cut}
+	tr := newMeshTracer()
+	n, err := New(Config{
+		DataDir:      t.TempDir(),
+		Listen:       []string{"/ip4/127.0.0.1/tcp/0"},
+		Name:         name,
+		Logger:       testLogger(t, name),
+		SyncInterval: syncEvery,
+		gossipOpts:   []pubsub.Option{pubsub.WithRawTracer(tr)},
+		gater:        g,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	g.mu.Lock()
+	g.me = n.ID()
+	g.mu.Unlock()
+	// Every gater shares nt.cut, under its own lock: guard with nt.mu too.
+	nt.mu.Lock()
+	nt.gaters = append(nt.gaters, g)
+	nt.nodes = append(nt.nodes, n)
+	nt.traces[n] = tr
+	nt.mu.Unlock()
+	return n
+}
+
+// split cuts every link between the two groups and closes the
+// connections across.
+func (nt *net) split(left, right []*Node) {
+	nt.setCut(left, right, true)
+	for _, a := range left {
+		for _, b := range right {
+			a.host.Network().ClosePeer(b.ID())
+			b.host.Network().ClosePeer(a.ID())
+		}
+	}
+}
+
+// heal restores the links between the two groups.
+func (nt *net) heal(left, right []*Node) { nt.setCut(left, right, false) }
+
+func (nt *net) setCut(left, right []*Node, cut bool) {
+	for _, g := range nt.gaters {
+		g.mu.Lock()
+	}
+	for _, a := range left {
+		for _, b := range right {
+			nt.cut[[2]peer.ID{a.ID(), b.ID()}] = cut
+			nt.cut[[2]peer.ID{b.ID(), a.ID()}] = cut
+		}
+	}
+	for _, g := range nt.gaters {
+		g.mu.Unlock()
+	}
+}
+
+// meshed waits until a and b hold each other in the realm's gossip mesh.
+func (nt *net) meshed(a, b *Node, id crdt.RealmID) {
+	t := nt.t
+	t.Helper()
+	topic := topicName(id)
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		if nt.traces[a].has(topic, b.ID()) && nt.traces[b].has(topic, a.ID()) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s and %s never meshed in the realm topic", a.cfg.Name, b.cfg.Name)
+}
+
+// connected waits until a has a connection to b.
+func connected(t *testing.T, a, b *Node) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for a.host.Network().Connectedness(b.ID()) != network.Connected {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never connected to %s", a.cfg.Name, b.cfg.Name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// noPeriodicSync is a catch-up interval long enough that no test sees
+// it: what arrives came by gossip, or by a pull that a gap or a new
+// connection started.
+const noPeriodicSync = time.Hour
+
+// TestLine: five nodes in a line, each connected only to its neighbours;
+// writes at either end reach the other end by gossip, relayed by the
+// nodes between.
+func TestLine(t *testing.T) {
+	ctx := context.Background()
+	nt := newNet(t)
+	var nodes []*Node
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		nodes = append(nodes, nt.add(name, noPeriodicSync))
+	}
+	a, e := nodes[0], nodes[4]
+	id, err := a.CreateRealm(ctx, "line")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes[1:] {
+		admit(t, a, n, id, crdt.RoleWriter)
+	}
+	for i := range len(nodes) - 1 {
+		connect(t, nodes[i], nodes[i+1])
+	}
+	converge(t, id, nodes...)
+	for i := range len(nodes) - 1 {
+		nt.meshed(nodes[i], nodes[i+1], id)
+	}
+
+	if _, err := a.Write(ctx, id, message("from one end")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Write(ctx, id, message("from the other")); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, id, nodes...)
+}
+
+// TestRestartReconnects: a node that restarts dials the members it knew
+// by itself, and what was written meanwhile reaches it.
+func TestRestartReconnects(t *testing.T) {
+	ctx := context.Background()
+	a := newTestNode(t, "a")
+	bdir := t.TempDir()
+	cfg := Config{DataDir: bdir, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Name: "b",
+		Logger: testLogger(t, "b"), SyncInterval: noPeriodicSync}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := a.CreateRealm(ctx, "restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit(t, a, b, id, crdt.RoleWriter)
+	connect(t, b, a)
+	converge(t, id, a, b)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Write(ctx, id, message("while b was down")); err != nil {
+		t.Fatal(err)
+	}
+
+	b, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	connected(t, b, a)
+	converge(t, id, a, b)
+	if _, err := a.Write(ctx, id, message("after b came back")); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, id, a, b)
+}
+
+// TestPartitionHeals: four nodes split in two halves that keep writing;
+// once the links are back, all four converge with nothing lost or
+// doubled.
+func TestPartitionHeals(t *testing.T) {
+	ctx := context.Background()
+	nt := newNet(t)
+	a, b := nt.add("a", time.Second), nt.add("b", time.Second)
+	c, d := nt.add("c", time.Second), nt.add("d", time.Second)
+	all := []*Node{a, b, c, d}
+	id, err := a.CreateRealm(ctx, "split")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range all[1:] {
+		admit(t, a, n, id, crdt.RoleWriter)
+	}
+	for i, x := range all {
+		for _, y := range all[i+1:] {
+			connect(t, x, y)
+		}
+	}
+	converge(t, id, all...)
+
+	left, right := []*Node{a, b}, []*Node{c, d}
+	nt.split(left, right)
+	const perNode = 200
+	for _, n := range all {
+		writeMany(t, n, id, perNode, n.cfg.Name)
+	}
+	converge(t, id, a, b)
+	converge(t, id, c, d)
+	if digest(t, a, id) == digest(t, c, id) {
+		t.Fatal("the halves agree while cut apart")
+	}
+
+	nt.heal(left, right)
+	converge(t, id, all...)
+	for _, n := range all {
+		n.View(id, func(r *crdt.Realm) error {
+			msgs, err := r.Messages("", 4*perNode+10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msgs) != 4*perNode {
+				t.Errorf("%s holds %d messages, want %d", n.cfg.Name, len(msgs), 4*perNode)
+			}
+			return nil
+		})
+	}
+}
+
+// inTopic waits until a counts b among the peers of the realm's topic,
+// that is, until a has accepted b's subscription.
+func inTopic(t *testing.T, a, b *Node, id crdt.RealmID) {
+	t.Helper()
+	rp, err := a.replica(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for !slices.Contains(rp.topic.ListPeers(), b.ID()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never saw %s in the realm topic", a.cfg.Name, b.cfg.Name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLateGrantResubscribes: c, just admitted by a, connects to b before
+// b has heard of the grant, so b refuses c's subscription. Once the grant
+// reaches b, b takes c into the realm's topic after all, and b's writes
+// reach c by gossip.
+func TestLateGrantResubscribes(t *testing.T) {
+	ctx := context.Background()
+	nt := newNet(t)
+	a, b, c := nt.add("a", noPeriodicSync), nt.add("b", noPeriodicSync), nt.add("c", noPeriodicSync)
+	id, err := a.CreateRealm(ctx, "late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit(t, a, b, id, crdt.RoleWriter)
+	connect(t, a, b)
+	converge(t, id, a, b)
+
+	nt.split([]*Node{a}, []*Node{b})
+	admit(t, a, c, id, crdt.RoleWriter)
+	connect(t, c, a)
+	connect(t, c, b)
+	inTopic(t, c, b, id)
+	if b.isMemberAnywhere(c.ID()) {
+		t.Fatal("b knows of c's grant while cut off from a")
+	}
+
+	nt.heal([]*Node{a}, []*Node{b})
+	connect(t, a, b)
+	converge(t, id, a, b, c)
+	inTopic(t, b, c, id)
+	nt.split([]*Node{a}, []*Node{c})
+	if _, err := b.Write(ctx, id, message("from b to c")); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, id, b, c)
+}
