@@ -369,3 +369,27 @@ func TestLateGrantResubscribes(t *testing.T) {
 	}
 	converge(t, id, b, c)
 }
+
+// TestLANFinder: a node dials the realm members that mDNS finds on the
+// local network, and leaves strangers alone.
+func TestLANFinder(t *testing.T) {
+	ctx := context.Background()
+	a, b, stranger := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "stranger")
+	id, err := a.CreateRealm(ctx, "lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit(t, a, b, id, crdt.RoleWriter)
+
+	found := lanFinder{a}
+	found.HandlePeerFound(peer.AddrInfo{ID: stranger.ID(), Addrs: stranger.host.Addrs()})
+	found.HandlePeerFound(peer.AddrInfo{ID: b.ID(), Addrs: b.host.Addrs()})
+	connected(t, a, b)
+	converge(t, id, a, b)
+	if got := a.host.Peerstore().Addrs(stranger.ID()); len(got) != 0 {
+		t.Errorf("a noted the stranger's addresses %v", got)
+	}
+	if a.host.Network().Connectedness(stranger.ID()) == network.Connected {
+		t.Error("a dialed a stranger found on the local network")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -53,6 +54,7 @@ type Node struct {
 
 	pulls puller
 	book  book
+	mdns  io.Closer // nil unless Config.MDNS
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -106,6 +108,11 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	n.startSync()
 	n.wg.Go(n.redialLoop)
+	if cfg.MDNS {
+		if err := n.startMDNS(); err != nil {
+			return nil, err
+		}
+	}
 	n.wg.Go(n.tickLoop)
 	n.log.Info("node started", "peer", n.host.ID(), "addrs", n.host.Addrs(), "realms", len(n.realms))
 	return n, nil
@@ -248,6 +255,16 @@ func (n *Node) byTopic(topic string) *replica {
 	return n.topics[topic]
 }
 
+// spawn runs fn in a goroutine that Close waits for, unless the node is
+// closing already.
+func (n *Node) spawn(fn func()) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if !n.closed {
+		n.wg.Go(fn)
+	}
+}
+
 func (n *Node) nowMs() int64 { return n.cfg.Now().UnixMilli() }
 
 // tickLoop releases held-back ops whose time has come.
@@ -287,6 +304,9 @@ func (n *Node) Close() error {
 
 	n.cancel()
 	var errs []error
+	if n.mdns != nil {
+		errs = append(errs, n.mdns.Close())
+	}
 	for _, rp := range rps {
 		rp.close()
 	}

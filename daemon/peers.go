@@ -230,7 +230,7 @@ func (n *Node) redialLoop() {
 			if len(n.host.Peerstore().Addrs(id)) == 0 || !n.dueForDial(id) {
 				continue
 			}
-			n.wg.Go(func() { n.redial(id) })
+			n.spawn(func() { n.redial(id) })
 		}
 		select {
 		case <-n.ctx.Done():

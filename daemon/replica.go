@@ -84,8 +84,8 @@ func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
 	if rp.sub, err = rp.topic.Subscribe(pubsub.WithBufferSize(queueDepth)); err != nil {
 		return nil, fmt.Errorf("realm %s: subscribe: %w", r.ID(), err)
 	}
-	n.wg.Go(rp.drain)
-	n.wg.Go(rp.publishLoop)
+	n.spawn(rp.drain)
+	n.spawn(rp.publishLoop)
 	return rp, nil
 }
 
@@ -205,7 +205,7 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 	if res.Members {
 		added := rp.refreshMembers()
 		rp.started.Store(rp.r.HasGenesis())
-		rp.n.wg.Go(func() { rp.reconcile(added) })
+		rp.n.spawn(func() { rp.reconcile(added) })
 	}
 }
 
@@ -291,7 +291,7 @@ func (rp *replica) reconcile(added []peer.ID) {
 		}
 		n.log.Debug("reconnecting to hear a new member's subscription", "realm", rp.id, "peer", id)
 		n.host.Network().ClosePeer(id)
-		n.wg.Go(func() { n.redial(id) })
+		n.spawn(func() { n.redial(id) })
 	}
 }
 

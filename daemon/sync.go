@@ -95,7 +95,7 @@ func (n *Node) wantPull(id peer.ID) {
 		return
 	}
 	n.pulls.running[id] = false
-	n.wg.Go(func() {
+	n.spawn(func() {
 		for {
 			if err := n.pull(n.ctx, id); err != nil && n.ctx.Err() == nil {
 				n.log.Debug("catch-up failed", "peer", id, "err", err)

@@ -97,6 +97,7 @@ func decodeAsk(b []byte) (*ask, error) {
 	}
 	b = b[3:]
 	a := &ask{}
+	seen := make(map[crdt.RealmID]bool, nr)
 	for range nr {
 		if len(b) < 32+4 {
 			return nil, fmt.Errorf("%w: truncated ask", errFrame)
@@ -117,6 +118,10 @@ func decodeAsk(b []byte) (*ask, error) {
 		if len(rv.vv) != na {
 			return nil, fmt.Errorf("%w: an author twice", errFrame)
 		}
+		if seen[rv.id] {
+			return nil, fmt.Errorf("%w: a realm twice", errFrame)
+		}
+		seen[rv.id] = true
 		a.realms = append(a.realms, rv)
 	}
 	if len(b) != 0 {
