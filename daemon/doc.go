@@ -1,0 +1,100 @@
+// Package daemon is the realmsync node: one libp2p host that keeps the
+// realms in its data dir in step with the other members' nodes, with no
+// server anywhere.
+//
+// # The parts
+//
+// A Node owns a libp2p host (TCP and QUIC, Noise and TLS, yamux, a
+// connection manager, resource limits, hole punching, AutoNAT, the
+// circuit-relay client, mDNS when asked), one gossipsub router, the
+// datastore (package store) and one replica per realm held. The identity
+// key lives in the data dir and is also the key the node signs ops with;
+// a lock on the dir keeps a second node out.
+//
+// # A local write
+//
+// Write queues the body; whoever holds the realm's lock next signs and
+// applies every queued body as one batch (crdt.Realm.Write), writes the
+// batch to the store and lets the lock go. Each writer then waits for the
+// store's shared sync, and only then returns: an acknowledged write is on
+// disk. A publisher goroutine per realm publishes the ops in chain order,
+// each once it is durable.
+//
+// # Gossip
+//
+// Each realm has one topic, "/realmsync/realm/1/<realm id>". Pubsub signs
+// nothing and names no author (ops carry their own signatures), and a
+// message's id is the SHA-256 of its bytes, so a duplicate is dropped
+// before it is decoded. The topic validator decodes the op and applies it
+// (crdt.Realm.Apply checks the author's membership and role, the signature
+// and the chain position): a bad op is rejected, which pubsub holds
+// against the peer that sent it; a duplicate is ignored; an op ahead of a
+// gap is held back by the engine, and a gap still open after gapWait is
+// pulled from the sender by catch-up.
+//
+// Only members take part in a realm's topic. The subscription filter
+// records a peer's subscription only if the peer is a member here (or the
+// realm's genesis op has not arrived, so it knows no members and has
+// nothing to send); the peer filter keeps non-members out of the mesh and
+// of gossip. When a member is removed, its connection is closed and its
+// subscription goes with it. Pubsub hears a peer's subscriptions once per
+// connection, so a new member whose subscription was refused before its
+// grant arrived gets a fresh connection.
+//
+// # Catch-up
+//
+// Catch-up runs over the protocol "/realmsync/sync/1". The node that wants
+// ops (the asker) opens a stream to a peer and sends one ask frame; the
+// peer answers with range frames and ends with a done frame; the stream
+// closes. It runs when a member connects, every Config.SyncInterval with
+// each connected member, when a gap has stayed open, and every second
+// while a realm waits for its genesis op. At most one catch-up per peer
+// runs at a time; asking again while one runs makes it go once more.
+//
+// A frame is a big-endian uint32 length n (1 ≤ n ≤ maxFrame, 2 MiB), a
+// type byte, and n-1 bytes of payload:
+//
+//	ask   (1): version (1), realm count (uint16, ≤ 4096), then per realm:
+//	           realm id (32), author count (uint32, ≤ 65536), then per
+//	           author: author key (32), highest contiguous seq (uint64)
+//	range (2): realm id (32), op count (uint16, 1..1024), then per op:
+//	           length (uint32, ≤ crdt.MaxOpSize) and the op's bytes
+//	done  (3): empty
+//
+// The peer answers only for realms in which the asker is a member, and
+// says nothing of the others. For each author it holds more of than the
+// asker, it sends the missing ops in seq order, in ranges of at most 1024
+// ops or about 1 MiB; the realm creator's chain goes first, since it holds
+// the grants that admit the others. The asker checks each range as the
+// engine does (hash links, and the signature of its last op only), applies
+// it and queues it for the disk at once, so an interrupted catch-up
+// resumes from what arrived, never from scratch. A range that another
+// range's grant must precede is refused, and the asker runs another round
+// (at most three in a row).
+//
+// Every read has a deadline (syncIdle, 15 s, per frame). A peer that sends
+// a malformed or oversized frame, a range for a realm not asked for, a
+// broken chain or a bad signature is cut off: the stream is reset, its
+// connection closed, and nothing of that range is kept.
+//
+// # Peers
+//
+// Members' addresses (as identify reports them, and the address dialed)
+// are kept in the datastore under "peers/<peer id>". A node dials every
+// member of its realms that it is not connected to, at start and every
+// two seconds, each with its own exponential backoff (1 s doubling to 5
+// min); connections to members are protected from the connection
+// manager's trimming. With mDNS on, members found on the local network
+// are dialed too; strangers found there are left alone.
+//
+// # The caller's duties
+//
+//  1. New opens the node in Config.DataDir; a second New on the same dir
+//     fails with ErrLocked.
+//  2. CreateRealm and Write return only once the change is durable;
+//     JoinRealm starts holding a realm this node was admitted to, and
+//     catch-up fills it.
+//  3. View and Changed read a realm; nothing may keep the *crdt.Realm
+//     past the View call.
+//  4. Close stops every goroutine, closes the host and syncs the store.
+package daemon
