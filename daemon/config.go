@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/realmsync/realmsync/crdt"
 	"github.com/realmsync/realmsync/daemon/store"
 )
 
@@ -66,6 +67,7 @@ type Config struct {
 	// and a connection gater (to cut the network apart).
 	gossipOpts []pubsub.Option
 	gater      connmgr.ConnectionGater
+	onApplied  func([]*crdt.Op) // ops from peers, once applied; must not block
 }
 
 // validate returns one error per broken rule, joined.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -28,9 +29,16 @@ const (
 )
 
 // topicPrefix starts the name of every realm topic.
-const topicPrefix = "/realmsync/realm/1/"
+const topicPrefix = "/rs/1/"
 
-func topicName(id crdt.RealmID) string { return topicPrefix + id.String() }
+// topicName names a realm's topic: the prefix and the first 16 bytes of
+// the realm id in unpadded base64url. The name travels in every gossip
+// message, so it is kept short: the full id in hex would add 56 bytes to
+// each op. 128 bits keep the names of distinct realms apart; the
+// validator checks each op's full realm id all the same.
+func topicName(id crdt.RealmID) string {
+	return topicPrefix + base64.RawURLEncoding.EncodeToString(id[:16])
+}
 
 // newGossip starts the gossipsub router. Ops carry their own signatures,
 // so pubsub signs nothing and names no author, and a message's id is the

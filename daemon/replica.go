@@ -29,9 +29,10 @@ type replica struct {
 	wmu    sync.Mutex
 	writes []*writeReq // local writes waiting for mu (write.go)
 
-	pmu     sync.Mutex
-	pubq    []outgoing    // local ops to publish, in chain order
-	pubWake chan struct{} // buffered 1: pubq has grown
+	pmu        sync.Mutex
+	pubq       []outgoing // local ops to publish, in chain order
+	publishing bool       // a writer is publishing
+	pubDue     bool       // an op became durable since the publisher looked
 
 	topic   *pubsub.Topic
 	sub     *pubsub.Subscription
@@ -56,8 +57,7 @@ const gapWait = 200 * time.Millisecond
 
 // addReplica joins the realm's topic and adds it to the node.
 func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
-	rp := &replica{n: n, id: r.ID(), r: r, notify: make(chan struct{}),
-		pubWake: make(chan struct{}, 1)}
+	rp := &replica{n: n, id: r.ID(), r: r, notify: make(chan struct{})}
 	rp.refreshMembers()
 	rp.started.Store(r.HasGenesis())
 	name := topicName(r.ID())
@@ -74,7 +74,10 @@ func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
 	n.realms[r.ID()], n.topics[name] = rp, rp
 	n.mu.Unlock()
 
-	if err := n.ps.RegisterTopicValidator(name, rp.validate); err != nil {
+	// The validator does its work on the CPU (decode, verify, apply) and
+	// waits for nothing but the realm's lock: run it in pubsub's
+	// validation workers rather than in a goroutine per message.
+	if err := n.ps.RegisterTopicValidator(name, rp.validate, pubsub.WithValidatorInline(true)); err != nil {
 		return nil, fmt.Errorf("realm %s: validator: %w", r.ID(), err)
 	}
 	var err error
@@ -85,7 +88,6 @@ func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
 		return nil, fmt.Errorf("realm %s: subscribe: %w", r.ID(), err)
 	}
 	n.spawn(rp.drain)
-	n.spawn(rp.publishLoop)
 	return rp, nil
 }
 
@@ -139,6 +141,9 @@ func (rp *replica) apply(ops []*crdt.Op, ranged bool) (*crdt.Result, error) {
 	}
 	if res != nil {
 		rp.changedLocked(res)
+		if f := rp.n.cfg.onApplied; f != nil && len(res.Stored) > 0 {
+			f(res.Stored)
+		}
 	}
 	return res, err
 }

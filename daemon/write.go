@@ -52,6 +52,7 @@ func (rp *replica) write(ctx context.Context, body crdt.Body) (*crdt.Op, error) 
 	if err := req.durable.Wait(ctx); err != nil {
 		return nil, rp.n.storeFailed(err)
 	}
+	rp.publishDurable()
 	return req.op, nil
 }
 
@@ -91,40 +92,53 @@ func (rp *replica) writeQueuedLocked() {
 	rp.changedLocked(total)
 }
 
-// enqueuePublish hands ops, in chain order, to the publisher.
+// enqueuePublish lines ops up for publishing, in chain order. The caller
+// holds rp.mu.
 func (rp *replica) enqueuePublish(out []outgoing) {
 	rp.pmu.Lock()
 	rp.pubq = append(rp.pubq, out...)
 	rp.pmu.Unlock()
-	select {
-	case rp.pubWake <- struct{}{}:
-	default: // the publisher is due to look already
-	}
 }
 
-// publishLoop publishes local ops in the order they were written, each
-// once it is durable: members never see an op that a crash could undo,
-// and see one author's ops in chain order unless gossip reorders them.
-func (rp *replica) publishLoop() {
-	ctx := rp.n.ctx
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-rp.pubWake:
+// publishDurable publishes the ops at the head of the line that are
+// durable, in chain order: members never see an op that a crash could
+// undo, and see one author's ops in order unless gossip reorders them.
+//
+// A writer calls it once its op is durable; whoever finds no other
+// publisher at work publishes, in its own goroutine, everything durable
+// by then, and a writer that finds one at work leaves its op to it. An
+// op whose writer gave up waiting goes out with the next op written
+// after it, or reaches the members by catch-up.
+func (rp *replica) publishDurable() {
+	rp.pmu.Lock()
+	rp.pubDue = true
+	if rp.publishing {
+		rp.pmu.Unlock()
+		return
+	}
+	rp.publishing = true
+	for rp.pubDue {
+		rp.pubDue = false
+		k := 0
+		for k < len(rp.pubq) && rp.pubq[k].durable.Done() {
+			k++
+		}
+		ready := rp.pubq[:k:k]
+		rp.pubq = rp.pubq[k:]
+		rp.pmu.Unlock()
+		for _, o := range ready {
+			rp.publish(o.op)
 		}
 		rp.pmu.Lock()
-		q := rp.pubq
-		rp.pubq = nil
-		rp.pmu.Unlock()
-		for _, o := range q {
-			if o.durable.Wait(ctx) != nil {
-				return // closing, or the store failed: the node stops
-			}
-			if err := rp.topic.Publish(ctx, o.op.Bytes()); err != nil && ctx.Err() == nil {
-				// Gossip may lose ops; catch-up brings this one to the others.
-				rp.n.log.Warn("publish failed", "realm", rp.id, "op", o.op, "err", err)
-			}
-		}
+	}
+	rp.publishing = false
+	rp.pmu.Unlock()
+}
+
+func (rp *replica) publish(op *crdt.Op) {
+	ctx := rp.n.ctx
+	if err := rp.topic.Publish(ctx, op.Bytes()); err != nil && ctx.Err() == nil {
+		// Gossip may lose ops; catch-up brings this one to the others.
+		rp.n.log.Warn("publish failed", "realm", rp.id, "op", op, "err", err)
 	}
 }

@@ -3,12 +3,14 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/realmsync/realmsync/crdt"
 )
 
 // Pending is a batch written to the store; Wait says when it is durable.
 type Pending struct {
+	s    *Store
 	err  error         // set before done is closed
 	done chan struct{} // closed once the batch is synced or has failed
 }
@@ -60,7 +62,7 @@ func (s *Store) writeQueued(b *crdt.Batch) (*Pending, error) {
 		s.fail(err)
 		return nil, err
 	}
-	p := &Pending{done: make(chan struct{})}
+	p := &Pending{s: s, done: make(chan struct{})}
 	s.mu.Lock()
 	s.unsynced = append(s.unsynced, p)
 	s.mu.Unlock()
@@ -69,12 +71,49 @@ func (s *Store) writeQueued(b *crdt.Batch) (*Pending, error) {
 
 // Wait returns once the batch is durable, or the error that kept it from
 // becoming so. If ctx ends first, Wait returns its error instead.
+//
+// A waiter does the sync itself when none is running: it makes every
+// batch written so far durable, its own and others', and tells their
+// waiters. A sync that is running when the batch was written may not
+// hold it, so a waiter that finds one running waits for it to end and
+// looks again. Doing the sync in the waiter's goroutine spares the
+// hand-overs to and from a syncer goroutine on the path of every
+// acknowledgement.
 func (p *Pending) Wait(ctx context.Context) error {
+	s := p.s
+	for {
+		select {
+		case <-p.done:
+			return p.err
+		default:
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("commit: %w", context.Cause(ctx))
+		}
+		s.mu.Lock()
+		ended, busy := s.syncEnd, s.syncing
+		s.mu.Unlock()
+		if !busy && s.syncRound() {
+			continue
+		}
+		select {
+		case <-p.done:
+			return p.err
+		case <-ended:
+		case <-ctx.Done():
+			return fmt.Errorf("commit: %w", context.Cause(ctx))
+		}
+	}
+}
+
+// Done reports whether the batch is durable, without waiting. It stays
+// false for a batch that failed.
+func (p *Pending) Done() bool {
 	select {
 	case <-p.done:
-		return p.err
-	case <-ctx.Done():
-		return fmt.Errorf("commit: %w", context.Cause(ctx))
+		return p.err == nil
+	default:
+		return false
 	}
 }
 
@@ -129,33 +168,69 @@ func (s *Store) write(b *crdt.Batch) error {
 	return nil
 }
 
-// run is the syncer: each time it is woken it makes everything written so
-// far durable with one sync, then tells the waiters. It syncs what is left
-// when the Store closes.
+// syncGrace is how long the syncer leaves written batches to a waiter
+// before it syncs them itself: a batch that somebody waits for is synced
+// by that waiter, and the syncer only has to make sure that batches that
+// nobody waits for (a peer's ops, say) become durable soon.
+const syncGrace = 2 * time.Millisecond
+
+// run is the syncer: woken by a written batch, it gives waiters
+// syncGrace to sync it, then syncs whatever is left. It syncs what is
+// left when the Store closes.
 func (s *Store) run() {
 	defer close(s.done)
+	grace := time.NewTimer(0)
+	<-grace.C
 	for {
 		select {
 		case <-s.wake:
-			s.syncWritten()
+			grace.Reset(syncGrace)
+			select {
+			case <-grace.C:
+				s.syncRound()
+			case <-s.stop:
+				s.syncAll()
+				return
+			}
 		case <-s.stop:
 			// Close has refused new batches; nothing can join.
-			s.syncWritten()
+			s.syncAll()
 			return
 		}
 	}
 }
 
-// syncWritten syncs the batches written so far and acknowledges them.
-// Batches written while the sync runs wait for the next one.
-func (s *Store) syncWritten() {
+// syncAll syncs until no batch is left unsynced, waiting for a round that
+// a waiter runs.
+func (s *Store) syncAll() {
+	for {
+		s.mu.Lock()
+		ended, busy, left := s.syncEnd, s.syncing, len(s.unsynced)
+		s.mu.Unlock()
+		switch {
+		case busy:
+			<-ended
+		case left == 0:
+			return
+		default:
+			s.syncRound()
+		}
+	}
+}
+
+// syncRound syncs the batches written so far and acknowledges them,
+// unless a round runs already or nothing waits; it reports whether it
+// ran. Batches written while it runs wait for the next round.
+func (s *Store) syncRound() bool {
 	s.mu.Lock()
+	if s.syncing || len(s.unsynced) == 0 {
+		s.mu.Unlock()
+		return false
+	}
+	s.syncing = true
 	group := s.unsynced
 	s.unsynced = nil
 	s.mu.Unlock()
-	if len(group) == 0 {
-		return
-	}
 
 	err := s.sync()
 	if err != nil {
@@ -167,4 +242,11 @@ func (s *Store) syncWritten() {
 		p.err = err
 		close(p.done)
 	}
+
+	s.mu.Lock()
+	s.syncing = false
+	close(s.syncEnd)
+	s.syncEnd = make(chan struct{})
+	s.mu.Unlock()
+	return true
 }

@@ -12,11 +12,16 @@
 //
 // A batch is written as soon as it is queued, unsynced: pebble puts it in
 // its memtable, where Get and Scan see it, and appends it to its write-ahead
-// log. One syncer goroutine, started by Open and stopped by Close, then
-// makes every batch written so far durable with a single sync of that log,
-// and acknowledges all of them. Batches written while a sync runs wait for
-// the next one. Concurrent writers thus share syncs, and a writer holding
-// a lock (a Realm's) only holds it for the write, never for the sync.
+// log. A sync of that log then makes every batch written so far durable at
+// once. The sync is run by a waiter: Wait on a batch that is not durable
+// yet, with no sync running, syncs everything written so far and
+// acknowledges all of it; a waiter that finds a sync running waits for it
+// and looks again. Batches written while a sync runs wait for the next
+// one. Concurrent writers thus share syncs, the acknowledgement of a lone
+// writer needs no hand-over to another goroutine, and a writer holding a
+// lock (a Realm's) only holds it for the write, never for the sync. A
+// syncer goroutine, started by Open and stopped by Close, syncs batches
+// that nobody waits for (a peer's ops, say) within a few milliseconds.
 //
 // The log holds batches in the order they were written, and a sync makes
 // everything before it durable, so a crash can lose only a suffix of the

@@ -29,7 +29,9 @@ type Store struct {
 	wmu sync.Mutex // held while a batch is written: one at a time, in order
 
 	mu       sync.Mutex
-	unsynced []*Pending // written, waiting for the next sync
+	unsynced []*Pending    // written, waiting for the next sync
+	syncing  bool          // a sync round runs
+	syncEnd  chan struct{} // closed when the running round ends
 	closed   bool
 	failed   error // set by a failed write or sync; later commits fail too
 
@@ -86,9 +88,10 @@ func OpenMemory() *Store {
 func start(d ds.Batching, scan openCursor, sync func() error) *Store {
 	s := &Store{
 		d: d, scan: scan, sync: sync,
-		wake: make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		syncEnd: make(chan struct{}),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	go s.run()
 	return s

@@ -1,0 +1,173 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// These benchmarks run nodes as separate processes on loopback and each
+// plays one scenario once, reporting its figures as metrics; run them
+// with -benchtime=1x:
+//
+//	go test -run '^$' -bench 'Proc' -benchtime=1x ./daemon
+
+// shareRealm creates a realm on creator and admits the others to it.
+func shareRealm(tb testing.TB, creator *proc, members ...*proc) string {
+	tb.Helper()
+	realm := creator.call(request{Op: "create", Name: "bench"}).Realm
+	for _, m := range members {
+		creator.call(request{Op: "grant", Realm: realm, Peer: m.peer, Name: m.name})
+		m.call(request{Op: "join", Realm: realm})
+	}
+	return realm
+}
+
+// converged waits until every node shows the first one's digest.
+func converged(tb testing.TB, realm string, procs ...*proc) time.Duration {
+	tb.Helper()
+	start := time.Now()
+	d := procs[0].call(request{Op: "digest", Realm: realm}).Digest
+	for _, p := range procs[1:] {
+		p.call(request{Op: "wait_digest", Realm: realm, Digest: d})
+	}
+	return time.Since(start)
+}
+
+// percentile returns the p-th percentile (0..100) of sorted values.
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p/100))]
+}
+
+// loopbackBytes returns the bytes sent over the loopback interface so far:
+// every packet of the benchmark's nodes, headers included.
+func loopbackBytes(tb testing.TB) int64 {
+	tb.Helper()
+	raw, err := os.ReadFile("/sys/class/net/lo/statistics/tx_bytes")
+	if err != nil {
+		tb.Skipf("no loopback counters here: %v", err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// latencies collects and sorts what the nodes measured.
+func latencies(procs ...*proc) []float64 {
+	var all []float64
+	for _, p := range procs {
+		all = append(all, p.call(request{Op: "latencies"}).Latencies...)
+	}
+	slices.Sort(all)
+	return all
+}
+
+// BenchmarkProcLive: a writes 1,000 chat messages at 100 ops/s; each is
+// timed from the start of its write on a (which includes the sync to
+// disk) to its arrival on b. Targets: p50 ≤ 1 ms, p99 ≤ 5 ms; bytes on
+// the wire per op ≤ the op's size + 150.
+func BenchmarkProcLive(b *testing.B) {
+	const ops, rate = 1000, 100
+	a, bb := startProc(b, "a"), startProc(b, "b")
+	realm := shareRealm(b, a, bb)
+	bb.call(request{Op: "connect", Addrs: a.addr})
+	converged(b, realm, a, bb)
+	a.call(request{Op: "write", Realm: realm, Count: 50, Rate: rate}) // the mesh forms
+	converged(b, realm, a, bb)
+	latencies(bb)
+
+	b.ResetTimer()
+	wire := loopbackBytes(b)
+	w := a.call(request{Op: "write", Realm: realm, Count: ops, Rate: rate})
+	converged(b, realm, a, bb)
+	wire = loopbackBytes(b) - wire
+	b.StopTimer()
+
+	lat := latencies(bb)
+	slices.Sort(w.Acks)
+	b.ReportMetric(percentile(w.Acks, 50), "ack-p50-ms")
+	b.ReportMetric(percentile(lat, 50), "p50-ms")
+	b.ReportMetric(percentile(lat, 99), "p99-ms")
+	b.ReportMetric(percentile(lat, 100), "max-ms")
+	b.ReportMetric(float64(len(lat))/ops, "delivered")
+	b.ReportMetric(float64(w.OpBytes), "op-bytes")
+	b.ReportMetric(float64(wire)/ops, "wire-bytes/op")
+}
+
+// BenchmarkProcTwenty: 20 nodes in one realm, each dialing the next three,
+// write 200 ops/s together for ten seconds. Every op is timed from the
+// start of its write to its arrival on each other node. Target: p99 ≤ 150
+// ms with every op delivered.
+func BenchmarkProcTwenty(b *testing.B) {
+	const nodes, perNode, rate = 20, 100, 10.0
+	var procs []*proc
+	for i := range nodes {
+		procs = append(procs, startProc(b, fmt.Sprint("n", i)))
+	}
+	realm := shareRealm(b, procs[0], procs[1:]...)
+	for i, p := range procs {
+		var addrs []string
+		for k := 1; k <= 3; k++ {
+			addrs = append(addrs, procs[(i+k)%nodes].addr...)
+		}
+		p.call(request{Op: "connect", Addrs: addrs})
+	}
+	converged(b, realm, procs...)
+	for _, p := range procs {
+		p.call(request{Op: "write", Realm: realm, Count: 5, Rate: 50}) // the mesh forms
+	}
+	converged(b, realm, procs...)
+	latencies(procs...)
+
+	b.ResetTimer()
+	done := make(chan struct{})
+	for _, p := range procs {
+		go func() {
+			p.call(request{Op: "write", Realm: realm, Count: perNode, Rate: rate})
+			done <- struct{}{}
+		}()
+	}
+	for range procs {
+		<-done
+	}
+	converged(b, realm, procs...)
+	b.StopTimer()
+
+	lat := latencies(procs...)
+	want := nodes * perNode * (nodes - 1)
+	b.ReportMetric(percentile(lat, 50), "p50-ms")
+	b.ReportMetric(percentile(lat, 99), "p99-ms")
+	b.ReportMetric(percentile(lat, 100), "max-ms")
+	b.ReportMetric(float64(len(lat))/float64(want), "delivered")
+}
+
+// BenchmarkProcCatchUp: b, admitted but not connected, misses 100,000
+// chat messages that a writes; then it dials a, and catch-up brings it to
+// a's digest. Target: ≤ 2 s.
+func BenchmarkProcCatchUp(b *testing.B) {
+	const ops = 100_000
+	a, bb := startProc(b, "a"), startProc(b, "b")
+	realm := shareRealm(b, a, bb)
+	a.call(request{Op: "write", Realm: realm, Count: ops, Writers: 32})
+
+	b.ResetTimer()
+	wire := loopbackBytes(b)
+	start := time.Now()
+	bb.call(request{Op: "connect", Addrs: a.addr})
+	converged(b, realm, a, bb)
+	took := time.Since(start)
+	wire = loopbackBytes(b) - wire
+	b.StopTimer()
+
+	b.ReportMetric(took.Seconds(), "catch-up-s")
+	b.ReportMetric(float64(wire)/ops, "wire-bytes/op")
+}

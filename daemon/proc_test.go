@@ -1,0 +1,320 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/realmsync/realmsync/crdt"
+)
+
+// The benchmarks that need nodes in separate processes run this test
+// binary again as a child: with childEnv set, TestMain runs one node that
+// takes commands as JSON lines on stdin and answers each on stdout.
+const childEnv = "REALMSYNC_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(childEnv); dir != "" {
+		if err := runChild(dir, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// request is one command to a child node.
+type request struct {
+	Op      string   `json:"op"`
+	Name    string   `json:"name,omitempty"`
+	Realm   string   `json:"realm,omitempty"`
+	Peer    string   `json:"peer,omitempty"`
+	Addrs   []string `json:"addrs,omitempty"`
+	Count   int      `json:"count,omitempty"`
+	Rate    float64  `json:"rate,omitempty"`    // ops/s; 0: as fast as Writers allow
+	Writers int      `json:"writers,omitempty"` // concurrent writers when Rate is 0
+	Digest  string   `json:"digest,omitempty"`
+}
+
+// reply is a child's answer.
+type reply struct {
+	Err       string    `json:"err,omitempty"`
+	Peer      string    `json:"peer,omitempty"`
+	Addrs     []string  `json:"addrs,omitempty"`
+	Realm     string    `json:"realm,omitempty"`
+	Digest    string    `json:"digest,omitempty"`
+	Latencies []float64 `json:"latencies,omitempty"` // ms, from a write's start to its arrival here
+	Elapsed   float64   `json:"elapsed,omitempty"`   // ms
+	Count     int       `json:"count,omitempty"`
+	OpBytes   int       `json:"op_bytes,omitempty"` // size of the last op written
+	Acks      []float64 `json:"acks,omitempty"`     // ms, from each paced write's start to its ack
+}
+
+// child is the state of a node run as a child process.
+type child struct {
+	n *Node
+
+	mu        sync.Mutex
+	latencies []float64
+}
+
+func runChild(dir string, in io.Reader, out io.Writer) error {
+	c := &child{}
+	n, err := New(Config{
+		DataDir:      dir,
+		Listen:       []string{"/ip4/127.0.0.1/tcp/0"},
+		Name:         os.Getenv(childEnv + "_NAME"),
+		SyncInterval: time.Second,
+		onApplied:    c.arrived,
+	})
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	c.n = n
+	sc := bufio.NewScanner(in)
+	enc := json.NewEncoder(out)
+	for sc.Scan() {
+		var req request
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			return err
+		}
+		if req.Op == "quit" {
+			return enc.Encode(reply{})
+		}
+		rep, err := c.do(req)
+		if err != nil {
+			rep = reply{Err: err.Error()}
+		}
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// arrived notes when the chat messages of other nodes arrive. A
+// message's id starts with the time its write started, in ns.
+func (c *child) arrived(ops []*crdt.Op) {
+	now := time.Now().UnixNano()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, op := range ops {
+		s, ok := op.Body.(*crdt.Set)
+		if !ok || s.Collection != crdt.MessagesCollection {
+			continue
+		}
+		t0, err := strconv.ParseInt(strings.SplitN(s.ID, "-", 2)[0], 10, 64)
+		if err == nil {
+			c.latencies = append(c.latencies, float64(now-t0)/1e6)
+		}
+	}
+}
+
+func (c *child) do(req request) (reply, error) {
+	ctx := context.Background()
+	n := c.n
+	var realm crdt.RealmID
+	if req.Realm != "" {
+		var err error
+		if realm, err = crdt.ParseHash(req.Realm); err != nil {
+			return reply{}, err
+		}
+	}
+	switch req.Op {
+	case "info":
+		var addrs []string
+		for _, a := range n.Addrs() {
+			addrs = append(addrs, a.String())
+		}
+		return reply{Peer: n.ID().String(), Addrs: addrs}, nil
+	case "create":
+		id, err := n.CreateRealm(ctx, req.Name)
+		return reply{Realm: id.String()}, err
+	case "grant":
+		id, err := peer.Decode(req.Peer)
+		if err != nil {
+			return reply{}, err
+		}
+		key, ok := authorOf(id)
+		if !ok {
+			return reply{}, errors.New("not an ed25519 peer id")
+		}
+		_, err = n.Write(ctx, realm, &crdt.Grant{Member: key, Role: crdt.RoleWriter, FromSeq: 1, Name: req.Name})
+		return reply{}, err
+	case "join":
+		return reply{}, n.JoinRealm(realm)
+	case "connect":
+		for _, a := range req.Addrs {
+			ai, err := peer.AddrInfoFromString(a)
+			if err != nil {
+				return reply{}, err
+			}
+			if err := n.Connect(ctx, *ai); err != nil {
+				return reply{}, err
+			}
+		}
+		return reply{}, nil
+	case "write":
+		start := time.Now()
+		size, acks, err := c.write(ctx, realm, req)
+		return reply{Elapsed: ms(time.Since(start)), OpBytes: size, Acks: acks}, err
+	case "latencies":
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		l := c.latencies
+		c.latencies = nil
+		return reply{Latencies: l, Count: len(l)}, nil
+	case "digest":
+		var d crdt.Hash
+		err := n.View(realm, func(r *crdt.Realm) error { d = r.Digest(); return nil })
+		return reply{Digest: d.String()}, err
+	case "wait_digest":
+		start := time.Now()
+		for {
+			ch, err := n.Changed(realm)
+			if err != nil {
+				return reply{}, err
+			}
+			var d crdt.Hash
+			n.View(realm, func(r *crdt.Realm) error { d = r.Digest(); return nil })
+			if d.String() == req.Digest {
+				return reply{Elapsed: ms(time.Since(start))}, nil
+			}
+			select {
+			case <-ch:
+			case <-time.After(100 * time.Millisecond):
+			}
+			if time.Since(start) > 2*time.Minute {
+				return reply{}, errors.New("digest not reached in 2 minutes")
+			}
+		}
+	}
+	return reply{}, fmt.Errorf("unknown op %q", req.Op)
+}
+
+// write writes req.Count chat messages: paced at req.Rate, or as fast as
+// req.Writers concurrent writers go.
+func (c *child) write(ctx context.Context, realm crdt.RealmID, req request) (opBytes int, acks []float64, err error) {
+	msg := func(i int) *crdt.Set {
+		return &crdt.Set{Collection: crdt.MessagesCollection,
+			ID:     fmt.Sprintf("%d-%s-%d", time.Now().UnixNano(), c.n.cfg.Name, i),
+			Fields: []crdt.Field{{Name: "text", Value: []byte(`"a chat message of ordinary length"`)}}}
+	}
+	if req.Rate > 0 {
+		every := time.Duration(float64(time.Second) / req.Rate)
+		next := time.Now()
+		for i := range req.Count {
+			time.Sleep(time.Until(next))
+			next = next.Add(every)
+			start := time.Now()
+			op, err := c.n.Write(ctx, realm, msg(i))
+			if err != nil {
+				return 0, nil, err
+			}
+			acks = append(acks, ms(time.Since(start)))
+			opBytes = len(op.Bytes())
+		}
+		return opBytes, acks, nil
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, max(req.Writers, 1))
+	for w := range max(req.Writers, 1) {
+		wg.Go(func() {
+			for i := w; i < req.Count; i += max(req.Writers, 1) {
+				if _, err := c.n.Write(ctx, realm, msg(i)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return 0, nil, <-errs
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// proc is a child node as the parent sees it.
+type proc struct {
+	tb   testing.TB
+	name string
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *json.Decoder
+	peer string
+	addr []string
+}
+
+// startProc starts a node in a child process.
+func startProc(tb testing.TB, name string) *proc {
+	tb.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+tb.TempDir(), childEnv+"_NAME="+name)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	p := &proc{tb: tb, name: name, cmd: cmd, in: in, out: json.NewDecoder(out)}
+	tb.Cleanup(p.stop)
+	info := p.call(request{Op: "info"})
+	p.peer, p.addr = info.Peer, info.Addrs
+	return p
+}
+
+// call sends a command and returns the answer; an error fails the test.
+func (p *proc) call(req request) reply {
+	p.tb.Helper()
+	b, _ := json.Marshal(req)
+	if _, err := p.in.Write(append(b, '\n')); err != nil {
+		p.tb.Fatalf("%s: %v", p.name, err)
+	}
+	var rep reply
+	if err := p.out.Decode(&rep); err != nil {
+		p.tb.Fatalf("%s: %s: %v", p.name, req.Op, err)
+	}
+	if rep.Err != "" {
+		p.tb.Fatalf("%s: %s: %s", p.name, req.Op, rep.Err)
+	}
+	return rep
+}
+
+func (p *proc) stop() {
+	b, _ := json.Marshal(request{Op: "quit"})
+	p.in.Write(append(b, '\n'))
+	p.in.Close()
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
