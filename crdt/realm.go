@@ -529,6 +529,26 @@ func (r *Realm) op(v view, author PublicKey, seq uint64) (*Op, error) {
 	return op, nil
 }
 
+// Ops calls fn with the ops of author's chain from seq from on, in seq
+// order, until fn returns false or the chain held here ends. Like Op, it
+// reads storage only and may be called while another call runs; it reads
+// with one scan, where Op costs a lookup per op.
+func (r *Realm) Ops(author PublicKey, from uint64, fn func(*Op) bool) error {
+	prefix := r.keys.build("o/", string(author[:]), "")
+	var derr error
+	err := r.st.Scan(prefix, r.keys.op(author, max(from, 1)), func(_ string, raw []byte) bool {
+		var op *Op
+		if op, derr = DecodeOp(slices.Clone(raw)); derr != nil {
+			return false
+		}
+		return fn(op)
+	})
+	if err = errors.Join(err, derr); err != nil {
+		return fmt.Errorf("read ops of %s from %d: %w", author.Short(), from, err)
+	}
+	return nil
+}
+
 // Op returns the op at seq of author's chain, or ErrNotFound. It reads
 // storage only, and unlike the other methods may be called while another
 // call runs.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,6 +73,15 @@ type child struct {
 }
 
 func runChild(dir string, in io.Reader, out io.Writer) error {
+	if prof := os.Getenv(childEnv + "_CPUPROFILE"); prof != "" {
+		f, err := os.Create(prof + "." + os.Getenv(childEnv+"_NAME"))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	c := &child{}
 	n, err := New(Config{
 		DataDir:      dir,

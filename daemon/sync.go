@@ -293,28 +293,36 @@ func (rp *replica) serve(w *bufio.Writer, theirs map[crdt.PublicKey]uint64, tick
 	for _, a := range authors {
 		var ops []*crdt.Op
 		size := 0
-		for seq := theirs[a] + 1; seq <= mine[a]; seq++ {
-			// Op reads the store only, so the realm stays unlocked.
-			op, err := rp.r.Op(a, seq)
-			if err != nil {
-				return sent, err
+		flush := func() error {
+			tick()
+			if err := writeFrame(w, frameRange, encodeRange(rp.id, ops)); err != nil {
+				return err
+			}
+			sent, ops, size = sent+len(ops), ops[:0], 0
+			return nil
+		}
+		var werr error
+		// Ops reads the store only, so the realm stays unlocked.
+		err := rp.r.Ops(a, theirs[a]+1, func(op *crdt.Op) bool {
+			if op.Seq > mine[a] {
+				return false
 			}
 			if len(ops) == maxOpsPerRange || size+len(op.Bytes()) > rangeTargetBytes {
-				tick()
-				if err := writeFrame(w, frameRange, encodeRange(rp.id, ops)); err != nil {
-					return sent, err
+				if werr = flush(); werr != nil {
+					return false
 				}
-				sent, ops, size = sent+len(ops), ops[:0], 0
 			}
 			ops = append(ops, op)
 			size += len(op.Bytes())
+			return true
+		})
+		if err = errors.Join(err, werr); err != nil {
+			return sent, err
 		}
 		if len(ops) > 0 {
-			tick()
-			if err := writeFrame(w, frameRange, encodeRange(rp.id, ops)); err != nil {
+			if err := flush(); err != nil {
 				return sent, err
 			}
-			sent += len(ops)
 		}
 	}
 	return sent, nil
