@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime/pprof"
@@ -47,7 +48,6 @@ type request struct {
 	Count   int      `json:"count,omitempty"`
 	Rate    float64  `json:"rate,omitempty"`    // ops/s; 0: as fast as Writers allow
 	Writers int      `json:"writers,omitempty"` // concurrent writers when Rate is 0
-	Digest  string   `json:"digest,omitempty"`
 }
 
 // reply is a child's answer.
@@ -83,7 +83,13 @@ func runChild(dir string, in io.Reader, out io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 	c := &child{}
+	var logger *slog.Logger
+	if os.Getenv(childEnv+"_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).
+			With("node", os.Getenv(childEnv+"_NAME"))
+	}
 	n, err := New(Config{
+		Logger:       logger,
 		DataDir:      dir,
 		Listen:       []string{"/ip4/127.0.0.1/tcp/0"},
 		Name:         os.Getenv(childEnv + "_NAME"),
@@ -192,26 +198,6 @@ func (c *child) do(req request) (reply, error) {
 		var d crdt.Hash
 		err := n.View(realm, func(r *crdt.Realm) error { d = r.Digest(); return nil })
 		return reply{Digest: d.String()}, err
-	case "wait_digest":
-		start := time.Now()
-		for {
-			ch, err := n.Changed(realm)
-			if err != nil {
-				return reply{}, err
-			}
-			var d crdt.Hash
-			n.View(realm, func(r *crdt.Realm) error { d = r.Digest(); return nil })
-			if d.String() == req.Digest {
-				return reply{Elapsed: ms(time.Since(start))}, nil
-			}
-			select {
-			case <-ch:
-			case <-time.After(100 * time.Millisecond):
-			}
-			if time.Since(start) > 2*time.Minute {
-				return reply{}, errors.New("digest not reached in 2 minutes")
-			}
-		}
 	}
 	return reply{}, fmt.Errorf("unknown op %q", req.Op)
 }
