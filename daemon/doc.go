@@ -25,12 +25,16 @@
 // Each realm has one topic, "/realmsync/realm/1/<realm id>". Pubsub signs
 // nothing and names no author (ops carry their own signatures), and a
 // message's id is the SHA-256 of its bytes, so a duplicate is dropped
-// before it is decoded. The topic validator decodes the op and applies it
-// (crdt.Realm.Apply checks the author's membership and role, the signature
-// and the chain position): a bad op is rejected, which pubsub holds
-// against the peer that sent it; a duplicate is ignored; an op ahead of a
-// gap is held back by the engine, and a gap still open after gapWait is
-// pulled from the sender by catch-up.
+// before it is decoded. The topic validator rejects unread what a
+// non-member sends, then decodes the op and applies it (crdt.Realm.Apply
+// checks the author's membership and role, the signature and the chain
+// position). An op that breaks the rules outright is rejected, which
+// pubsub's score holds against the peer that sent it: a handful of
+// rejected ops and nothing it sends is heard for a while. An op refused
+// for its author's membership or role is ignored instead, since the grant
+// that allows it may not be here yet, and catch-up is asked for it; a
+// duplicate is ignored; an op ahead of a gap is held back by the engine,
+// and a gap still open after gapWait is pulled from the sender.
 //
 // Only members take part in a realm's topic. The subscription filter
 // records a peer's subscription only if the peer is a member here (or the

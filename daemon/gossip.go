@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
@@ -63,12 +64,53 @@ func newGossip(ctx context.Context, h host.Host, n *Node) (*pubsub.PubSub, error
 		pubsub.WithValidateQueueSize(queueDepth),
 		pubsub.WithMaxMessageSize(maxGossipRPC),
 		pubsub.WithLogger(n.log.With("component", "pubsub")),
+		pubsub.WithPeerScore(scoreParams(), scoreThresholds()),
 	}
 	ps, err := pubsub.NewGossipSub(ctx, h, append(opts, n.cfg.gossipOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("gossipsub: %w", err)
 	}
 	return ps, nil
+}
+
+// Scoring. Pubsub keeps a score per peer; here it counts only the
+// messages a peer sent that the validator rejected, which weigh by their
+// square: a few are enough to go below the thresholds, and the count
+// decays by a tenth each second.
+//
+//   - below gossipThreshold (-10): no gossip to or from the peer;
+//   - below publishThreshold (-50): none of our own ops are sent to it;
+//   - below graylistThreshold (-80): everything it sends is ignored.
+func scoreParams() *pubsub.PeerScoreParams {
+	return &pubsub.PeerScoreParams{
+		SkipAtomicValidation: true,
+		Topics:               make(map[string]*pubsub.TopicScoreParams),
+		AppSpecificScore:     func(peer.ID) float64 { return 0 },
+		DecayInterval:        time.Second,
+		DecayToZero:          0.01,
+		RetainScore:          10 * time.Minute,
+	}
+}
+
+func scoreThresholds() *pubsub.PeerScoreThresholds {
+	return &pubsub.PeerScoreThresholds{
+		SkipAtomicValidation: true,
+		GossipThreshold:      -10,
+		PublishThreshold:     -50,
+		GraylistThreshold:    -80,
+	}
+}
+
+// topicScore is the score of a realm topic: rejected ops count against
+// the peer that sent them.
+func topicScore() *pubsub.TopicScoreParams {
+	return &pubsub.TopicScoreParams{
+		SkipAtomicValidation:           true,
+		TopicWeight:                    1,
+		TimeInMeshQuantum:              time.Second, // weighs nothing; pubsub divides by it
+		InvalidMessageDeliveriesWeight: -10,
+		InvalidMessageDeliveriesDecay:  0.9,
+	}
 }
 
 // opID is the message id: the hash of the op the message carries.
@@ -110,18 +152,41 @@ func (f memberFilter) FilterIncomingSubscriptions(from peer.ID, subs []*pb.RPC_S
 // validate is the topic validator: it decodes the op and applies it, so
 // that an op is checked (membership, role, signature, chain position)
 // once per node, before pubsub passes it on.
+//
+// A peer that is not a member has no business in the topic: what it sends
+// is rejected unread, which counts against it. An op that breaks the rules
+// outright (bytes that do not decode, a bad signature, another realm, a
+// broken chain) is rejected too. An op refused for its author's membership
+// or role is only ignored: the grant or role change that allows it may
+// simply not have arrived here yet, so catch-up is asked for it; the same
+// goes for the second op of an equivocation, which an honest peer may have
+// seen first.
 func (rp *replica) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 	if from == rp.n.host.ID() {
 		return pubsub.ValidationAccept // our own op, applied before it was published
 	}
+	if !rp.started.Load() {
+		return pubsub.ValidationIgnore // no genesis here yet: catch-up brings it
+	}
+	if !rp.isMember(from) {
+		rp.n.log.Debug("op from a non-member rejected", "realm", rp.id, "peer", from)
+		return pubsub.ValidationReject
+	}
 	op, err := crdt.DecodeOp(m.GetData())
 	if err != nil {
-		rp.n.log.Debug("op rejected", "realm", rp.id, "peer", from, "err", err)
+		rp.n.log.Info("op rejected", "realm", rp.id, "peer", from, "err", err)
 		return pubsub.ValidationReject
 	}
 	res, err := rp.apply([]*crdt.Op{op}, false)
+	var eq *crdt.Equivocation
 	switch {
 	case errors.Is(err, crdt.ErrPendingFull):
+		return pubsub.ValidationIgnore
+	case errors.Is(err, crdt.ErrNotMember), errors.Is(err, crdt.ErrNotPermitted):
+		rp.n.log.Debug("op refused for now", "realm", rp.id, "peer", from, "op", op, "err", err)
+		rp.n.wantPull(from) // at most one runs per peer; more asks coalesce
+		return pubsub.ValidationIgnore
+	case errors.As(err, &eq):
 		return pubsub.ValidationIgnore
 	case err != nil:
 		rp.n.log.Info("op rejected", "realm", rp.id, "peer", from, "op", op, "err", err)

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/ed25519"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -391,5 +393,68 @@ func TestLANFinder(t *testing.T) {
 	}
 	if a.host.Network().Connectedness(stranger.ID()) == network.Connected {
 		t.Error("a dialed a stranger found on the local network")
+	}
+}
+
+// TestRejectLowersScore: a peer that is no member and sends ops into a
+// realm's topic is rejected, and its gossip score falls below the
+// threshold under which nothing it sends is heard.
+func TestRejectLowersScore(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	scores := map[peer.ID]float64{}
+	a, err := New(Config{
+		DataDir: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Name: "a",
+		Logger: testLogger(t, "a"),
+		gossipOpts: []pubsub.Option{pubsub.WithPeerScoreInspect(func(s map[peer.ID]float64) {
+			mu.Lock()
+			defer mu.Unlock()
+			maps.Copy(scores, s)
+		}, 50*time.Millisecond)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	id, err := a.CreateRealm(ctx, "scored")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	h, ps := outsider(t, false)
+	if err := h.Connect(ctx, peer.AddrInfo{ID: a.ID(), Addrs: a.host.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(topicName(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !slices.Contains(topic.ListPeers(), a.ID()) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	for i := range 5 {
+		if err := topic.Publish(ctx, forged(t, id, priv, a.Author(), uint64(2+i)).Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	deadline := time.Now().Add(waitFor)
+	for {
+		mu.Lock()
+		got := scores[h.ID()]
+		mu.Unlock()
+		if got < scoreThresholds().GraylistThreshold {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the outsider's score is %v, want below %v", got, scoreThresholds().GraylistThreshold)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var seq uint64
+	a.View(id, func(r *crdt.Realm) error { seq, _ = r.Head(a.Author()); return nil })
+	if seq != 1 {
+		t.Errorf("a holds %d ops of its own chain, want 1", seq)
 	}
 }

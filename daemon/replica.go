@@ -84,6 +84,9 @@ func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
 	if rp.topic, err = n.ps.Join(name); err != nil {
 		return nil, fmt.Errorf("realm %s: join topic: %w", r.ID(), err)
 	}
+	if err := rp.topic.SetScoreParams(topicScore()); err != nil {
+		return nil, fmt.Errorf("realm %s: topic score: %w", r.ID(), err)
+	}
 	if rp.sub, err = rp.topic.Subscribe(pubsub.WithBufferSize(queueDepth)); err != nil {
 		return nil, fmt.Errorf("realm %s: subscribe: %w", r.ID(), err)
 	}
