@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -456,5 +457,51 @@ func TestRejectLowersScore(t *testing.T) {
 	a.View(id, func(r *crdt.Realm) error { seq, _ = r.Head(a.Author()); return nil })
 	if seq != 1 {
 		t.Errorf("a holds %d ops of its own chain, want 1", seq)
+	}
+}
+
+// TestRemovedMemberCutOff: once a revokes b, b's connection is closed,
+// and nothing written afterwards reaches b, though b keeps dialing.
+func TestRemovedMemberCutOff(t *testing.T) {
+	ctx := context.Background()
+	nt := newNet(t)
+	a, b, c := nt.add("a", time.Second), nt.add("b", time.Second), nt.add("c", time.Second)
+	id, err := a.CreateRealm(ctx, "revoke")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit(t, a, b, id, crdt.RoleWriter)
+	admit(t, a, c, id, crdt.RoleWriter)
+	connect(t, a, b)
+	connect(t, a, c)
+	connect(t, b, c)
+	converge(t, id, a, b, c)
+
+	var bHead uint64
+	b.View(id, func(r *crdt.Realm) error { bHead, _ = r.Head(b.Author()); return nil })
+	revoke, err := a.Write(ctx, id, &crdt.Revoke{Member: b.Author(), LastSeq: bHead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := a.Write(ctx, id, message(fmt.Sprint("after b left ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	converge(t, id, a, c)
+	// b keeps dialing a and c and asking for catch-up (every second):
+	// give it a few rounds.
+	time.Sleep(3 * time.Second)
+	b.View(id, func(r *crdt.Realm) error {
+		if head, _ := r.Head(a.Author()); head > revoke.Seq {
+			t.Errorf("b holds a's chain up to %d, past the revoke at %d", head, revoke.Seq)
+		}
+		return nil
+	})
+	for _, n := range []*Node{a, c} {
+		rp, _ := n.replica(id)
+		if slices.Contains(rp.topic.ListPeers(), b.ID()) {
+			t.Errorf("%s still counts b in the realm's topic", n.cfg.Name)
+		}
 	}
 }
