@@ -81,6 +81,32 @@
 // broken chain or a bad signature is cut off: the stream is reset, its
 // connection closed, and nothing of that range is kept.
 //
+// # Acceptance
+//
+// An admin issues an offer (package invite) with CreateOffer; it names this
+// node and up to three other admin nodes known here. The invitee's Accept
+// dials every node the offer names at once and presents the offer over
+// "/realmsync/accept/1": one request (the offer, the invitee's display
+// name, its chain head in the realm), one response (the realm, or a
+// refusal's code and detail). The first answer that is not "unreachable"
+// decides; when none comes, the error lists each address tried and why it
+// failed.
+//
+// The honouring node checks the signature, then, against the realm's log
+// and in one step with the write that follows: that it is an admin itself,
+// that the offer has not expired by its own clock, is not revoked and has
+// uses left, that the issuer is still an admin and offers no more than it
+// holds, and that the invitee is not a member already. It then appends a
+// grant that names the offer, which counts as one use on every replica,
+// and answers. The invitee starts holding the realm, and catch-up fills it.
+//
+// Uses are counted from the log, so two admin nodes that cannot reach each
+// other may both honour the last use of an offer: both grants stand, both
+// invitees are members, and once the log is whole every replica counts
+// more uses than the offer allowed. An offer can thus be overrun by at
+// most one use per group of admin nodes cut apart; a revoke, once it has
+// reached a node, stops that node from honouring the offer at all.
+//
 // # Peers
 //
 // Members' addresses (as identify reports them, and the address dialed)

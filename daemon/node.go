@@ -17,11 +17,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/realmsync/realmsync/crdt"
 	"github.com/realmsync/realmsync/daemon/store"
+	"github.com/realmsync/realmsync/invite"
 )
 
 // ErrNoRealm is returned for a realm this node does not hold.
@@ -107,6 +109,7 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.startSync()
+	n.host.SetStreamHandler(protocol.ID(invite.AcceptProtocol), n.serveAccept)
 	n.wg.Go(n.redialLoop)
 	if cfg.MDNS {
 		if err := n.startMDNS(); err != nil {

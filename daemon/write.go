@@ -9,7 +9,8 @@ import (
 
 // writeReq is one local write on its way into the realm.
 type writeReq struct {
-	body crdt.Body
+	body  crdt.Body
+	check func(*crdt.Realm) error // nil, or a condition the realm must meet
 
 	// Set under replica.mu by whoever writes the request's group.
 	written bool
@@ -35,7 +36,14 @@ type outgoing struct {
 // append and wake-up, into few large ones; alone, a writer writes its
 // own request at once.
 func (rp *replica) write(ctx context.Context, body crdt.Body) (*crdt.Op, error) {
-	req := &writeReq{body: body}
+	return rp.writeIf(ctx, nil, body)
+}
+
+// writeIf is write, but only if check, called with the realm just before
+// the op is made, returns nil; else it returns check's error and writes
+// nothing. No other write comes between the check and the op.
+func (rp *replica) writeIf(ctx context.Context, check func(*crdt.Realm) error, body crdt.Body) (*crdt.Op, error) {
+	req := &writeReq{body: body, check: check}
 	rp.wmu.Lock()
 	rp.writes = append(rp.writes, req)
 	rp.wmu.Unlock()
@@ -68,6 +76,11 @@ func (rp *replica) writeQueuedLocked() {
 	total := &crdt.Result{}
 	for _, req := range group {
 		req.written = true
+		if req.check != nil {
+			if req.err = req.check(rp.r); req.err != nil {
+				continue
+			}
+		}
 		var res *crdt.Result
 		req.op, res, req.err = rp.r.Write(b, rp.n.priv, req.body, rp.n.nowMs())
 		if req.err == nil {

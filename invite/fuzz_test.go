@@ -41,3 +41,34 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRequest feeds arbitrary bytes to the acceptance request decoder.
+func FuzzRequest(f *testing.F) {
+	o, _ := sample(f)
+	f.Add((&Request{Offer: o.Marshal(), Name: "bob's phone", Head: 0}).Marshal())
+	f.Add([]byte{acceptV1, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := UnmarshalRequest(data)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(r.Marshal(), data) {
+			t.Fatalf("request decode/encode not symmetric")
+		}
+	})
+}
+
+// FuzzResponse feeds arbitrary bytes to the acceptance response decoder.
+func FuzzResponse(f *testing.F) {
+	f.Add((&Response{Realm: [32]byte{1}, RealmName: "family", Role: 2}).Marshal())
+	f.Add((&Response{Code: "expired", Detail: "expired an hour ago"}).Marshal())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := UnmarshalResponse(data)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(r.Marshal(), data) {
+			t.Fatalf("response decode/encode not symmetric")
+		}
+	})
+}

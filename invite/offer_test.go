@@ -198,3 +198,14 @@ func TestCodes(t *testing.T) {
 		t.Error("an unknown error or code maps to something")
 	}
 }
+
+func TestResponseTruncatesAtCharacters(t *testing.T) {
+	r := &Response{Code: "revoked", Detail: strings.Repeat("é", MaxDetailSize)}
+	got, err := UnmarshalResponse(r.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Detail) > MaxDetailSize || !strings.HasPrefix(r.Detail, got.Detail) {
+		t.Fatalf("detail of %d bytes", len(got.Detail))
+	}
+}

@@ -1,0 +1,289 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/realmsync/realmsync/crdt"
+	"github.com/realmsync/realmsync/invite"
+)
+
+// offer has a issue an offer and checks that it survives its text form.
+func offer(t *testing.T, a *Node, id crdt.RealmID, role crdt.Role, uses uint16) *invite.Offer {
+	t.Helper()
+	o, err := a.CreateOffer(id, role, time.Hour, uses)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := invite.Parse(o.Text())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func role(t *testing.T, n *Node, id crdt.RealmID, of *Node) crdt.Role {
+	t.Helper()
+	var r crdt.Role
+	if err := n.View(id, func(realm *crdt.Realm) error { r = realm.Role(of.Author()); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// refusedWith checks that err is a refusal with the code of want.
+func refusedWith(t *testing.T, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("got %v, want %v", err, want)
+	}
+	if invite.Code(err) != invite.Code(want) {
+		t.Fatalf("code %q, want %q", invite.Code(err), invite.Code(want))
+	}
+}
+
+// TestAcceptThroughIssuer: b accepts a's offer, is a member with the role
+// offered, catches up, and chats both ways with a.
+func TestAcceptThroughIssuer(t *testing.T) {
+	ctx := context.Background()
+	a, b := newTestNode(t, "a"), newTestNode(t, "b")
+	id, err := a.CreateRealm(ctx, "family")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := offer(t, a, id, crdt.RoleWriter, 1)
+	got, err := b.Accept(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != id {
+		t.Fatalf("joined %s, want %s", got, id)
+	}
+	converge(t, id, a, b)
+	if r := role(t, b, id, b); r != crdt.RoleWriter {
+		t.Fatalf("b is a %s, want writer", r)
+	}
+	if _, err := b.Write(ctx, id, message("hello from b")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Write(ctx, id, message("hello from a")); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, id, a, b)
+	a.View(id, func(r *crdt.Realm) error {
+		if uses, _ := r.Offer(o.ID); uses != 1 {
+			t.Errorf("the offer counts %d uses, want 1", uses)
+		}
+		return nil
+	})
+	_, err = b.Accept(ctx, o)
+	refusedWith(t, err, invite.ErrAlreadyMember)
+}
+
+// TestAcceptThroughOtherAdmin: the issuer is offline; another admin that
+// the offer names honours it.
+func TestAcceptThroughOtherAdmin(t *testing.T) {
+	ctx := context.Background()
+	a, c, b := newTestNode(t, "a"), newTestNode(t, "c"), newTestNode(t, "b")
+	id, err := a.CreateRealm(ctx, "family")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit(t, a, c, id, crdt.RoleAdmin)
+	connect(t, a, c)
+	converge(t, id, a, c)
+	o := offer(t, a, id, crdt.RoleReader, 1)
+	if len(o.Nodes) != 2 || o.Nodes[1].Key != c.Author() {
+		t.Fatalf("the offer names %d nodes, want a and c", len(o.Nodes))
+	}
+	a.Close()
+
+	if _, err := b.Accept(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, id, c, b)
+	if r := role(t, c, id, b); r != crdt.RoleReader {
+		t.Fatalf("b is a %s, want reader", r)
+	}
+}
+
+// TestOfferUsedUp: a single-use offer admits one node, and refuses the
+// next.
+func TestOfferUsedUp(t *testing.T) {
+	ctx := context.Background()
+	a, b, d := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "d")
+	id, err := a.CreateRealm(ctx, "once")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := offer(t, a, id, crdt.RoleWriter, 1)
+	if _, err := b.Accept(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.Accept(ctx, o)
+	refusedWith(t, err, invite.ErrUsedUp)
+	if _, err := d.replica(id); err == nil {
+		t.Error("d holds the realm after a refusal")
+	}
+}
+
+// TestOfferUsedAtOnce: two nodes present a single-use offer at the same
+// moment to the same node: one is admitted.
+func TestOfferUsedAtOnce(t *testing.T) {
+	ctx := context.Background()
+	a, b, d := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "d")
+	id, err := a.CreateRealm(ctx, "once")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := offer(t, a, id, crdt.RoleWriter, 1)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, n := range []*Node{b, d} {
+		wg.Go(func() { _, errs[i] = n.Accept(ctx, o) })
+	}
+	wg.Wait()
+	if (errs[0] == nil) == (errs[1] == nil) {
+		t.Fatalf("want exactly one admitted: %v, %v", errs[0], errs[1])
+	}
+	for _, err := range errs {
+		if err != nil {
+			refusedWith(t, err, invite.ErrUsedUp)
+		}
+	}
+}
+
+// TestOfferExpires: the honouring node's clock decides.
+func TestOfferExpires(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	a, err := New(Config{DataDir: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Name: "a",
+		Logger: testLogger(t, "a"), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b := newTestNode(t, "b")
+	id, err := a.CreateRealm(ctx, "short")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := offer(t, a, id, crdt.RoleWriter, 5)
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	_, err = b.Accept(ctx, o)
+	refusedWith(t, err, invite.ErrExpired)
+}
+
+// TestOfferRevoked: once an admin revokes an offer, it admits nobody.
+func TestOfferRevoked(t *testing.T) {
+	ctx := context.Background()
+	a, b := newTestNode(t, "a"), newTestNode(t, "b")
+	id, err := a.CreateRealm(ctx, "revoked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := offer(t, a, id, crdt.RoleWriter, 5)
+	if _, err := a.Write(ctx, id, &crdt.RevokeOffer{Offer: o.ID}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Accept(ctx, o)
+	refusedWith(t, err, invite.ErrRevoked)
+}
+
+// TestOfferAttenuation: a writer cannot issue an offer, and an offer a
+// writer signs by hand, for admin, is refused.
+func TestOfferAttenuation(t *testing.T) {
+	ctx := context.Background()
+	a, w, b := newTestNode(t, "a"), newTestNode(t, "w"), newTestNode(t, "b")
+	id, err := a.CreateRealm(ctx, "roles")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit(t, a, w, id, crdt.RoleWriter)
+	connect(t, a, w)
+	converge(t, id, a, w)
+	_, err = w.CreateOffer(id, crdt.RoleWriter, time.Hour, 1)
+	refusedWith(t, err, invite.ErrNotPermitted)
+
+	// w signs an offer for admin by hand, naming itself and a.
+	o := offer(t, a, id, crdt.RoleAdmin, 1)
+	o.Issuer = w.Author()
+	o.Nodes = []invite.Node{{Key: w.Author(), Addrs: w.host.Addrs()}, {Key: a.Author(), Addrs: a.host.Addrs()}}
+	rand.Read(o.ID[:])
+	if err := o.Sign(w.priv); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Accept(ctx, o)
+	refusedWith(t, err, invite.ErrNotPermitted)
+}
+
+// TestOfferUnreachable: when no node named answers, the error lists the
+// addresses tried.
+func TestOfferUnreachable(t *testing.T) {
+	ctx := context.Background()
+	a, b := newTestNode(t, "a"), newTestNode(t, "b")
+	id, err := a.CreateRealm(ctx, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := offer(t, a, id, crdt.RoleWriter, 1)
+	a.Close()
+	_, err = b.Accept(ctx, o)
+	var ue *invite.UnreachableError
+	if !errors.As(err, &ue) || len(ue.Tried) == 0 {
+		t.Fatalf("got %v, want an unreachable error listing addresses", err)
+	}
+	refusedWith(t, err, invite.ErrUnreachable)
+}
+
+// TestLastUseAcrossPartition: two admins cut apart each honour the last
+// use of a single-use offer. Both grants stand: once the halves meet
+// again, both invitees are members on every replica and the offer counts
+// two uses of one (see the package doc).
+func TestLastUseAcrossPartition(t *testing.T) {
+	ctx := context.Background()
+	nt := newNet(t)
+	a, c := nt.add("a", time.Second), nt.add("c", time.Second)
+	b, d := nt.add("b", time.Second), nt.add("d", time.Second)
+	id, err := a.CreateRealm(ctx, "split")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit(t, a, c, id, crdt.RoleAdmin)
+	connect(t, a, c)
+	converge(t, id, a, c)
+	o := offer(t, a, id, crdt.RoleWriter, 1)
+
+	nt.split([]*Node{a, b}, []*Node{c, d})
+	if _, err := b.Accept(ctx, o); err != nil {
+		t.Fatalf("b through a: %v", err)
+	}
+	if _, err := d.Accept(ctx, o); err != nil {
+		t.Fatalf("d through c: %v", err)
+	}
+
+	nt.heal([]*Node{a, b}, []*Node{c, d})
+	connect(t, a, c)
+	converge(t, id, a, b, c, d)
+	for _, n := range []*Node{a, b, c, d} {
+		n.View(id, func(r *crdt.Realm) error {
+			if uses, _ := r.Offer(o.ID); uses != 2 {
+				t.Errorf("%s counts %d uses, want 2", n.cfg.Name, uses)
+			}
+			for _, m := range []*Node{b, d} {
+				if got := r.Role(m.Author()); got != crdt.RoleWriter {
+					t.Errorf("%s sees %s as a %s, want writer", n.cfg.Name, m.cfg.Name, got)
+				}
+			}
+			return nil
+		})
+	}
+}
