@@ -86,9 +86,72 @@ func (n *Node) CreateOffer(id crdt.RealmID, role crdt.Role, expiresIn time.Durat
 	if err := o.Sign(n.priv); err != nil {
 		return nil, err
 	}
+	b := crdt.NewBatch()
+	b.Put(offerKey(id, o.ID), o.Marshal())
+	if err := n.st.Commit(n.ctx, b); err != nil {
+		return nil, n.storeFailed(err)
+	}
 	n.log.Info("offer created", "realm", id, "offer", o.ID, "role", role, "uses", maxUses,
 		"expires", o.ExpiresAt)
 	return o, nil
+}
+
+// offersPrefix keeps the offers this node issued, by realm:
+// "offers/<realm>/<offer id>" holds the binary offer. Only the issuing
+// node keeps an offer's token; the realm's log counts its uses and
+// revocation, which every replica sees.
+const offersPrefix = "offers/"
+
+func offerKey(realm crdt.RealmID, id crdt.OfferID) string {
+	return offersPrefix + realm.String() + "/" + id.String()
+}
+
+// OfferState is an offer this node issued, with what the realm's log
+// says of it.
+type OfferState struct {
+	Offer   *invite.Offer
+	Uses    int
+	Revoked bool
+}
+
+// Offers lists the offers of the realm that this node issued, oldest
+// first.
+func (n *Node) Offers(id crdt.RealmID) ([]OfferState, error) {
+	rp, err := n.replica(id)
+	if err != nil {
+		return nil, err
+	}
+	var out []OfferState
+	var derr error
+	err = n.st.Scan(offersPrefix+id.String()+"/", "", func(_ string, raw []byte) bool {
+		o, err := invite.Unmarshal(raw)
+		if err != nil {
+			derr = fmt.Errorf("stored offer: %w", err)
+			return false
+		}
+		out = append(out, OfferState{Offer: o})
+		return true
+	})
+	if err = errors.Join(err, derr); err != nil {
+		return nil, fmt.Errorf("list offers: %w", err)
+	}
+	rp.mu.Lock()
+	for i := range out {
+		out[i].Uses, out[i].Revoked = rp.r.Offer(out[i].Offer.ID)
+	}
+	rp.mu.Unlock()
+	slices.SortStableFunc(out, func(x, y OfferState) int { return x.Offer.IssuedAt.Compare(y.Offer.IssuedAt) })
+	return out, nil
+}
+
+// RevokeOffer stops an offer of the realm from admitting anyone else, on
+// every replica. Members it admitted stay.
+func (n *Node) RevokeOffer(ctx context.Context, id crdt.RealmID, offer crdt.OfferID) error {
+	if _, err := n.Write(ctx, id, &crdt.RevokeOffer{Offer: offer}); err != nil {
+		return fmt.Errorf("revoke offer %s: %w", offer, err)
+	}
+	n.log.Info("offer revoked", "realm", id, "offer", offer)
+	return nil
 }
 
 // dialable picks up to max addresses worth offering, public ones first,

@@ -287,3 +287,90 @@ func TestLastUseAcrossPartition(t *testing.T) {
 		})
 	}
 }
+
+// TestOfferList: the issuer lists its offers with their uses, and a
+// revoke shows there and everywhere.
+func TestOfferList(t *testing.T) {
+	ctx := context.Background()
+	a, b := newTestNode(t, "a"), newTestNode(t, "b")
+	id, err := a.CreateRealm(ctx, "listed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := offer(t, a, id, crdt.RoleWriter, 2)
+	second := offer(t, a, id, crdt.RoleReader, 1)
+	if _, err := b.Accept(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RevokeOffer(ctx, id, second.ID); err != nil {
+		t.Fatal(err)
+	}
+	list, err := a.Offers(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[crdt.OfferID]OfferState{}
+	for _, s := range list {
+		got[s.Offer.ID] = s
+	}
+	if len(list) != 2 || got[first.ID].Uses != 1 || got[first.ID].Revoked ||
+		got[second.ID].Uses != 0 || !got[second.ID].Revoked {
+		t.Fatalf("offers: %+v", list)
+	}
+	if got[first.ID].Offer.Text() != first.Text() {
+		t.Error("the listed offer is not the one issued")
+	}
+	converge(t, id, a, b)
+	b.View(id, func(r *crdt.Realm) error {
+		if _, revoked := r.Offer(second.ID); !revoked {
+			t.Error("b does not see the revoke")
+		}
+		return nil
+	})
+}
+
+// TestMembership: an admin changes a member's role and removes another;
+// a member leaves by itself.
+func TestMembership(t *testing.T) {
+	ctx := context.Background()
+	a, b, c, d := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "c"), newTestNode(t, "d")
+	id, err := a.CreateRealm(ctx, "members")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := offer(t, a, id, crdt.RoleWriter, 3)
+	for _, n := range []*Node{b, c, d} {
+		if _, err := n.Accept(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	converge(t, id, a, b, c, d)
+
+	if err := a.SetRole(ctx, id, b.Author(), crdt.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetRole(ctx, id, d.Author(), crdt.RoleAdmin); err == nil {
+		t.Error("a writer changed a role")
+	}
+	if err := a.RemoveMember(ctx, id, c.Author()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Leave(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for role(t, a, id, d) != crdt.RoleNone && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // d's leaving is on its way by gossip
+	}
+	converge(t, id, a, b)
+	for _, n := range []*Node{a, b} {
+		for who, want := range map[*Node]crdt.Role{b: crdt.RoleAdmin, c: crdt.RoleNone, d: crdt.RoleNone} {
+			if got := role(t, n, id, who); got != want {
+				t.Errorf("%s sees %s as %s, want %s", n.cfg.Name, who.cfg.Name, got, want)
+			}
+		}
+	}
+	if err := a.RemoveMember(ctx, id, c.Author()); !errors.Is(err, crdt.ErrNotMember) {
+		t.Errorf("removing a non-member: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,7 @@ type replica struct {
 	gap     atomic.Pointer[gapSeen]          // the oldest gap not yet pulled
 
 	joinPulled time.Time // the last pull for a realm not started; under mu
+	created    time.Time // when this node started holding the realm
 }
 
 // gapSeen records a gap in an author chain: an op from peer arrived ahead
@@ -57,7 +59,7 @@ const gapWait = 200 * time.Millisecond
 
 // addReplica joins the realm's topic and adds it to the node.
 func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
-	rp := &replica{n: n, id: r.ID(), r: r, notify: make(chan struct{})}
+	rp := &replica{n: n, id: r.ID(), r: r, notify: make(chan struct{}), created: time.Now()}
 	rp.refreshMembers()
 	rp.started.Store(r.HasGenesis())
 	name := topicName(r.ID())
@@ -277,6 +279,7 @@ func (rp *replica) reconcile(added []peer.ID) {
 		}
 		n.host.Network().ClosePeer(id)
 	}
+	var late []peer.ID // connected before this node held the realm
 	for _, id := range added {
 		if id == n.host.ID() || n.host.Network().Connectedness(id) != network.Connected {
 			continue
@@ -284,7 +287,14 @@ func (rp *replica) reconcile(added []peer.ID) {
 		n.log.Info("peer joined realm", "realm", rp.id, "peer", id)
 		n.cm.Protect(id, protectTag)
 		n.remember(id)
+		if !inTopic[id] && rp.connectedBefore(id) {
+			late = append(late, id)
+		}
 	}
+	// A peer connected before this node held the realm announced its
+	// subscription to a topic this node did not have: it is lost for sure.
+	// Another new member's may still be on its way: give it a moment.
+	rp.reconnect(late)
 	select {
 	case <-n.ctx.Done():
 		return
@@ -293,13 +303,35 @@ func (rp *replica) reconcile(added []peer.ID) {
 	for _, id := range rp.topic.ListPeers() {
 		inTopic[id] = true
 	}
+	var missing []peer.ID
 	for _, id := range added {
-		if inTopic[id] || id == n.host.ID() || n.host.Network().Connectedness(id) != network.Connected {
-			continue
+		if !inTopic[id] && !slices.Contains(late, id) && id != n.host.ID() &&
+			n.host.Network().Connectedness(id) == network.Connected {
+			missing = append(missing, id)
 		}
-		n.log.Debug("reconnecting to hear a new member's subscription", "realm", rp.id, "peer", id)
-		n.host.Network().ClosePeer(id)
-		n.spawn(func() { n.redial(id) })
+	}
+	rp.reconnect(missing)
+}
+
+// connectedBefore reports whether every connection to id is older than
+// the replica.
+func (rp *replica) connectedBefore(id peer.ID) bool {
+	conns := rp.n.host.Network().ConnsToPeer(id)
+	for _, c := range conns {
+		if !c.Stat().Opened.Before(rp.created) {
+			return false
+		}
+	}
+	return len(conns) > 0
+}
+
+// reconnect closes the connections to peers and dials them again, so that
+// both sides hear each other's subscriptions anew.
+func (rp *replica) reconnect(ids []peer.ID) {
+	for _, id := range ids {
+		rp.n.log.Debug("reconnecting to hear a new member's subscription", "realm", rp.id, "peer", id)
+		rp.n.host.Network().ClosePeer(id)
+		rp.n.spawn(func() { rp.n.redial(id) })
 	}
 }
 

@@ -1,0 +1,65 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/realmsync/realmsync/crdt"
+)
+
+// SetRole gives a member of the realm a new role, from its next op on.
+// Only an admin may; the engine refuses anyone else.
+func (n *Node) SetRole(ctx context.Context, id crdt.RealmID, member crdt.PublicKey, role crdt.Role) error {
+	if role < crdt.RoleReader || role > crdt.RoleAdmin {
+		return fmt.Errorf("set role: %s: %w", role, crdt.ErrBadRole)
+	}
+	head, err := n.memberHead(id, member)
+	if err != nil {
+		return fmt.Errorf("set role: %w", err)
+	}
+	if _, err := n.Write(ctx, id, &crdt.ChangeRole{Member: member, Role: role, FromSeq: head + 1}); err != nil {
+		return fmt.Errorf("set role: %w", err)
+	}
+	n.log.Info("role changed", "realm", id, "member", member.Short(), "role", role)
+	return nil
+}
+
+// RemoveMember revokes a member of the realm. Its ops that this node holds
+// stay valid; any later ones are void on every replica. Its connections
+// to this node close, and it receives nothing written from now on.
+func (n *Node) RemoveMember(ctx context.Context, id crdt.RealmID, member crdt.PublicKey) error {
+	head, err := n.memberHead(id, member)
+	if err != nil {
+		return fmt.Errorf("remove member: %w", err)
+	}
+	if _, err := n.Write(ctx, id, &crdt.Revoke{Member: member, LastSeq: head}); err != nil {
+		return fmt.Errorf("remove member: %w", err)
+	}
+	n.log.Info("member removed", "realm", id, "member", member.Short())
+	return nil
+}
+
+// Leave ends this node's membership of the realm. The node keeps the realm
+// (so that the others can fetch its leaving from it) but writes nothing
+// more to it, and its members stop sending it anything.
+func (n *Node) Leave(ctx context.Context, id crdt.RealmID) error {
+	if _, err := n.Write(ctx, id, &crdt.Leave{}); err != nil {
+		return fmt.Errorf("leave realm: %w", err)
+	}
+	n.log.Info("left realm", "realm", id)
+	return nil
+}
+
+// memberHead returns the head of a member's chain as held here, or an
+// error if it is not a member.
+func (n *Node) memberHead(id crdt.RealmID, member crdt.PublicKey) (uint64, error) {
+	var head uint64
+	err := n.View(id, func(r *crdt.Realm) error {
+		if r.Role(member) == crdt.RoleNone {
+			return fmt.Errorf("%s: %w", member.Short(), crdt.ErrNotMember)
+		}
+		head, _ = r.Head(member)
+		return nil
+	})
+	return head, err
+}
