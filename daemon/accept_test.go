@@ -51,10 +51,7 @@ func refusedWith(t *testing.T, err, want error) {
 func TestAcceptThroughIssuer(t *testing.T) {
 	ctx := context.Background()
 	a, b := newTestNode(t, "a"), newTestNode(t, "b")
-	id, err := a.CreateRealm(ctx, "family")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "family")
 	o := offer(t, a, id, crdt.RoleWriter, 1)
 	got, err := b.Accept(ctx, o)
 	if err != nil {
@@ -89,10 +86,7 @@ func TestAcceptThroughIssuer(t *testing.T) {
 func TestAcceptThroughOtherAdmin(t *testing.T) {
 	ctx := context.Background()
 	a, c, b := newTestNode(t, "a"), newTestNode(t, "c"), newTestNode(t, "b")
-	id, err := a.CreateRealm(ctx, "family")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "family")
 	admit(t, a, c, id, crdt.RoleAdmin)
 	connect(t, a, c)
 	converge(t, id, a, c)
@@ -116,15 +110,12 @@ func TestAcceptThroughOtherAdmin(t *testing.T) {
 func TestOfferUsedUp(t *testing.T) {
 	ctx := context.Background()
 	a, b, d := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "d")
-	id, err := a.CreateRealm(ctx, "once")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "once")
 	o := offer(t, a, id, crdt.RoleWriter, 1)
 	if _, err := b.Accept(ctx, o); err != nil {
 		t.Fatal(err)
 	}
-	_, err = d.Accept(ctx, o)
+	_, err := d.Accept(ctx, o)
 	refusedWith(t, err, invite.ErrUsedUp)
 	if _, err := d.replica(id); err == nil {
 		t.Error("d holds the realm after a refusal")
@@ -136,10 +127,7 @@ func TestOfferUsedUp(t *testing.T) {
 func TestOfferUsedAtOnce(t *testing.T) {
 	ctx := context.Background()
 	a, b, d := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "d")
-	id, err := a.CreateRealm(ctx, "once")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "once")
 	o := offer(t, a, id, crdt.RoleWriter, 1)
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
@@ -170,10 +158,7 @@ func TestOfferExpires(t *testing.T) {
 	}
 	t.Cleanup(func() { a.Close() })
 	b := newTestNode(t, "b")
-	id, err := a.CreateRealm(ctx, "short")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "short")
 	o := offer(t, a, id, crdt.RoleWriter, 5)
 	mu.Lock()
 	now = now.Add(2 * time.Hour)
@@ -186,15 +171,12 @@ func TestOfferExpires(t *testing.T) {
 func TestOfferRevoked(t *testing.T) {
 	ctx := context.Background()
 	a, b := newTestNode(t, "a"), newTestNode(t, "b")
-	id, err := a.CreateRealm(ctx, "revoked")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "revoked")
 	o := offer(t, a, id, crdt.RoleWriter, 5)
 	if _, err := a.Write(ctx, id, &crdt.RevokeOffer{Offer: o.ID}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.Accept(ctx, o)
+	_, err := b.Accept(ctx, o)
 	refusedWith(t, err, invite.ErrRevoked)
 }
 
@@ -203,14 +185,11 @@ func TestOfferRevoked(t *testing.T) {
 func TestOfferAttenuation(t *testing.T) {
 	ctx := context.Background()
 	a, w, b := newTestNode(t, "a"), newTestNode(t, "w"), newTestNode(t, "b")
-	id, err := a.CreateRealm(ctx, "roles")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "roles")
 	admit(t, a, w, id, crdt.RoleWriter)
 	connect(t, a, w)
 	converge(t, id, a, w)
-	_, err = w.CreateOffer(id, crdt.RoleWriter, time.Hour, 1)
+	_, err := w.CreateOffer(id, crdt.RoleWriter, time.Hour, 1)
 	refusedWith(t, err, invite.ErrNotPermitted)
 
 	// w signs an offer for admin by hand, naming itself and a.
@@ -230,13 +209,10 @@ func TestOfferAttenuation(t *testing.T) {
 func TestOfferUnreachable(t *testing.T) {
 	ctx := context.Background()
 	a, b := newTestNode(t, "a"), newTestNode(t, "b")
-	id, err := a.CreateRealm(ctx, "gone")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "gone")
 	o := offer(t, a, id, crdt.RoleWriter, 1)
 	a.Close()
-	_, err = b.Accept(ctx, o)
+	_, err := b.Accept(ctx, o)
 	var ue *invite.UnreachableError
 	if !errors.As(err, &ue) || len(ue.Tried) == 0 {
 		t.Fatalf("got %v, want an unreachable error listing addresses", err)
@@ -253,10 +229,7 @@ func TestLastUseAcrossPartition(t *testing.T) {
 	nt := newNet(t)
 	a, c := nt.add("a", time.Second), nt.add("c", time.Second)
 	b, d := nt.add("b", time.Second), nt.add("d", time.Second)
-	id, err := a.CreateRealm(ctx, "split")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "split")
 	admit(t, a, c, id, crdt.RoleAdmin)
 	connect(t, a, c)
 	converge(t, id, a, c)
@@ -293,10 +266,7 @@ func TestLastUseAcrossPartition(t *testing.T) {
 func TestOfferList(t *testing.T) {
 	ctx := context.Background()
 	a, b := newTestNode(t, "a"), newTestNode(t, "b")
-	id, err := a.CreateRealm(ctx, "listed")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "listed")
 	first := offer(t, a, id, crdt.RoleWriter, 2)
 	second := offer(t, a, id, crdt.RoleReader, 1)
 	if _, err := b.Accept(ctx, first); err != nil {
@@ -334,10 +304,7 @@ func TestOfferList(t *testing.T) {
 func TestMembership(t *testing.T) {
 	ctx := context.Background()
 	a, b, c, d := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "c"), newTestNode(t, "d")
-	id, err := a.CreateRealm(ctx, "members")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "members")
 	o := offer(t, a, id, crdt.RoleWriter, 3)
 	for _, n := range []*Node{b, c, d} {
 		if _, err := n.Accept(ctx, o); err != nil {

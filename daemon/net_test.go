@@ -206,10 +206,7 @@ func TestLine(t *testing.T) {
 		nodes = append(nodes, nt.add(name, noPeriodicSync))
 	}
 	a, e := nodes[0], nodes[4]
-	id, err := a.CreateRealm(ctx, "line")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "line")
 	for _, n := range nodes[1:] {
 		admit(t, a, n, id, crdt.RoleWriter)
 	}
@@ -242,10 +239,7 @@ func TestRestartReconnects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := a.CreateRealm(ctx, "restart")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "restart")
 	admit(t, a, b, id, crdt.RoleWriter)
 	connect(t, b, a)
 	converge(t, id, a, b)
@@ -273,15 +267,11 @@ func TestRestartReconnects(t *testing.T) {
 // once the links are back, all four converge with nothing lost or
 // doubled.
 func TestPartitionHeals(t *testing.T) {
-	ctx := context.Background()
 	nt := newNet(t)
 	a, b := nt.add("a", time.Second), nt.add("b", time.Second)
 	c, d := nt.add("c", time.Second), nt.add("d", time.Second)
 	all := []*Node{a, b, c, d}
-	id, err := a.CreateRealm(ctx, "split")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "split")
 	for _, n := range all[1:] {
 		admit(t, a, n, id, crdt.RoleWriter)
 	}
@@ -345,10 +335,7 @@ func TestLateGrantResubscribes(t *testing.T) {
 	ctx := context.Background()
 	nt := newNet(t)
 	a, b, c := nt.add("a", noPeriodicSync), nt.add("b", noPeriodicSync), nt.add("c", noPeriodicSync)
-	id, err := a.CreateRealm(ctx, "late")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "late")
 	admit(t, a, b, id, crdt.RoleWriter)
 	connect(t, a, b)
 	converge(t, id, a, b)
@@ -376,12 +363,8 @@ func TestLateGrantResubscribes(t *testing.T) {
 // TestLANFinder: a node dials the realm members that mDNS finds on the
 // local network, and leaves strangers alone.
 func TestLANFinder(t *testing.T) {
-	ctx := context.Background()
 	a, b, stranger := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "stranger")
-	id, err := a.CreateRealm(ctx, "lan")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "lan")
 	admit(t, a, b, id, crdt.RoleWriter)
 
 	found := lanFinder{a}
@@ -417,10 +400,7 @@ func TestRejectLowersScore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	id, err := a.CreateRealm(ctx, "scored")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "scored")
 
 	h, ps := outsider(t, false)
 	if err := h.Connect(ctx, peer.AddrInfo{ID: a.ID(), Addrs: a.host.Addrs()}); err != nil {
@@ -466,10 +446,7 @@ func TestRemovedMemberCutOff(t *testing.T) {
 	ctx := context.Background()
 	nt := newNet(t)
 	a, b, c := nt.add("a", time.Second), nt.add("b", time.Second), nt.add("c", time.Second)
-	id, err := a.CreateRealm(ctx, "revoke")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "revoke")
 	admit(t, a, b, id, crdt.RoleWriter)
 	admit(t, a, c, id, crdt.RoleWriter)
 	connect(t, a, b)

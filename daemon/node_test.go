@@ -54,6 +54,16 @@ func connect(t *testing.T, a, b *Node) {
 	}
 }
 
+// createRealm creates a realm on n.
+func createRealm(t *testing.T, n *Node, name string) crdt.RealmID {
+	t.Helper()
+	id, err := n.CreateRealm(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // admit makes b a member of a's realm, as the acceptance handshake will:
 // a grants b a role, and b starts holding the realm, which catch-up with
 // a member then fills.
@@ -141,10 +151,7 @@ func message(text string) *crdt.Set {
 func TestTwoNodes(t *testing.T) {
 	a, b := newTestNode(t, "a"), newTestNode(t, "b")
 	ctx := context.Background()
-	id, err := a.CreateRealm(ctx, "chat")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "chat")
 	admit(t, a, b, id, crdt.RoleWriter)
 	connect(t, a, b)
 	meshed(t, a, b, id)
@@ -154,7 +161,7 @@ func TestTwoNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	converge(t, id, a, b)
-	err = b.View(id, func(r *crdt.Realm) error {
+	err := b.View(id, func(r *crdt.Realm) error {
 		_, err := r.Object(crdt.ObjectKey{Collection: crdt.MessagesCollection, ID: "hello from a"})
 		return err
 	})
@@ -341,11 +348,7 @@ func TestCatchUpAfterOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	id, err := a.CreateRealm(ctx, "offline")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := createRealm(t, a, "offline")
 	admit(t, a, b, id, crdt.RoleWriter)
 	connect(t, a, b)
 	converge(t, id, a, b)

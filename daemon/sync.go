@@ -192,8 +192,20 @@ func (n *Node) pullOnce(ctx context.Context, id peer.ID) (again bool, err error)
 	}
 	if applied > 0 {
 		n.log.Info("caught up", "peer", id, "ops", applied, "duration", time.Since(start))
+		n.spread(id)
 	}
 	return again, nil
+}
+
+// spread passes on what catch-up brought, which gossip does not: it asks
+// the other connected members for their news, and each, seeing in the ask
+// that this node is ahead of it, fetches what it lacks in turn.
+func (n *Node) spread(from peer.ID) {
+	for _, id := range n.host.Network().Peers() {
+		if id != from && n.isMemberAnywhere(id) {
+			n.wantPull(id)
+		}
+	}
 }
 
 // cutOff ends the exchange with a peer that broke the protocol.
@@ -245,11 +257,13 @@ func (n *Node) serveSync(s network.Stream) {
 	}
 	w := bufio.NewWriter(s)
 	sent := 0
+	ahead := false
 	for _, rv := range a.realms {
 		rp, err := n.replica(rv.id)
 		if err != nil || !rp.isMember(from) {
 			continue // never say what realms are held to a non-member
 		}
+		ahead = ahead || rp.behind(rv.vv)
 		k, err := rp.serve(w, rv.vv, func() { s.SetWriteDeadline(time.Now().Add(syncIdle)) })
 		sent += k
 		if err != nil {
@@ -264,6 +278,23 @@ func (n *Node) serveSync(s network.Stream) {
 	if sent > 0 {
 		n.log.Debug("catch-up served", "peer", from, "ops", sent)
 	}
+	if ahead {
+		// The asker holds ops this node lacks: catch-up runs both ways.
+		n.wantPull(from)
+	}
+}
+
+// behind reports whether a version vector holds ops that this replica
+// lacks.
+func (rp *replica) behind(theirs map[crdt.PublicKey]uint64) bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	for a, seq := range theirs {
+		if head, _ := rp.r.Head(a); seq > head {
+			return true
+		}
+	}
+	return false
 }
 
 // serve writes the ranges the asker lacks, given its version vector. The

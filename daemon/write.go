@@ -150,6 +150,11 @@ func (rp *replica) publishDurable() {
 
 func (rp *replica) publish(op *crdt.Op) {
 	ctx := rp.n.ctx
+	if len(rp.topic.ListPeers()) == 0 {
+		// Nobody hears gossip here yet (a connection is new, say): let
+		// catch-up carry the op.
+		rp.n.spread("")
+	}
 	if err := rp.topic.Publish(ctx, op.Bytes()); err != nil && ctx.Err() == nil {
 		// Gossip may lose ops; catch-up brings this one to the others.
 		rp.n.log.Warn("publish failed", "realm", rp.id, "op", op, "err", err)
