@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -54,9 +55,10 @@ type Node struct {
 	topics map[string]*replica // by topic name
 	closed bool
 
-	pulls puller
-	book  book
-	mdns  io.Closer // nil unless Config.MDNS
+	pulls    puller
+	spreadAt atomic.Int64 // unix ns of the last spread (sync.go)
+	book     book
+	mdns     io.Closer // nil unless Config.MDNS
 
 	ctx    context.Context
 	cancel context.CancelFunc

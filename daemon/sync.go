@@ -197,10 +197,20 @@ func (n *Node) pullOnce(ctx context.Context, id peer.ID) (again bool, err error)
 	return again, nil
 }
 
+// spreadEvery is the least time between two spreads.
+const spreadEvery = time.Second
+
 // spread passes on what catch-up brought, which gossip does not: it asks
 // the other connected members for their news, and each, seeing in the ask
-// that this node is ahead of it, fetches what it lacks in turn.
+// that this node is ahead of it, fetches what it lacks in turn. It runs
+// at most once per spreadEvery: under a steady load gossip carries nearly
+// everything, and periodic catch-up the rest.
 func (n *Node) spread(from peer.ID) {
+	now := time.Now().UnixNano()
+	last := n.spreadAt.Load()
+	if now-last < int64(spreadEvery) || !n.spreadAt.CompareAndSwap(last, now) {
+		return
+	}
 	for _, id := range n.host.Network().Peers() {
 		if id != from && n.isMemberAnywhere(id) {
 			n.wantPull(id)
