@@ -25,6 +25,7 @@ const (
 	KindRevokeOffer Kind = 11 // kills an offer
 	KindRedeem      Kind = 12 // records one use of an offer
 	KindEpoch       Kind = 13 // starts a new key epoch
+	KindSealed      Kind = 14 // a data body sealed with the epoch key
 )
 
 var kindNames = map[Kind]string{
@@ -32,7 +33,7 @@ var kindNames = map[Kind]string{
 	KindCounter: "counter", KindSetAdd: "setadd", KindSetRemove: "setremove",
 	KindGrant: "grant", KindRole: "role", KindRevoke: "revoke",
 	KindLeave: "leave", KindRevokeOffer: "revokeoffer", KindRedeem: "redeem",
-	KindEpoch: "epoch",
+	KindEpoch: "epoch", KindSealed: "sealed",
 }
 
 // String returns the kind's name.
@@ -275,6 +276,11 @@ func decodeBody(k Kind, b []byte) (Body, error) {
 		body = &RevokeOffer{Offer: r.offer()}
 	case KindRedeem:
 		body = &Redeem{Offer: r.offer(), Member: r.key()}
+	case KindSealed:
+		sb := &Sealed{Inner: Kind(r.u8())}
+		copy(sb.Nonce[:], r.take(len(sb.Nonce), "nonce"))
+		sb.Box = r.bytes()
+		body = sb
 	case KindEpoch:
 		e := &Epoch{Number: r.u32()}
 		e.Keys = make([]SealedKey, r.count(36))
@@ -330,6 +336,10 @@ func validateBody(b Body) error {
 	case *ChangeRole:
 		if b.Role < RoleReader || b.Role > RoleAdmin || b.FromSeq == 0 {
 			return fmt.Errorf("%w: role change to %s from seq %d", ErrMalformed, b.Role, b.FromSeq)
+		}
+	case *Sealed:
+		if !isData(b.Inner) {
+			return fmt.Errorf("%w: a sealed %s body", ErrMalformed, b.Inner)
 		}
 	case *Epoch:
 		for i := 1; i < len(b.Keys); i++ {

@@ -67,9 +67,8 @@ func (op *Op) String() string {
 	return fmt.Sprintf("%s#%d %s @%s", op.Author.Short(), op.Seq, op.Kind(), op.Clock)
 }
 
-// appendUnsigned appends everything the signature covers.
-func (op *Op) appendUnsigned(dst []byte) []byte {
-	w := writer{b: dst}
+// appendHeader appends the op's header: everything before the body.
+func (op *Op) appendHeader(w *writer) {
 	w.u8(opVersion)
 	w.hash(op.Realm)
 	w.key(op.Author)
@@ -77,6 +76,12 @@ func (op *Op) appendUnsigned(dst []byte) []byte {
 	w.hash(op.Prev)
 	w.u64(uint64(op.Clock))
 	w.u32(op.Epoch)
+}
+
+// appendUnsigned appends everything the signature covers.
+func (op *Op) appendUnsigned(dst []byte) []byte {
+	w := writer{b: dst}
+	op.appendHeader(&w)
 	w.u8(uint8(op.Body.Kind()))
 	lenAt := len(w.b)
 	w.u32(0)

@@ -52,6 +52,8 @@ type Realm struct {
 	pending map[PublicKey]map[uint64]heldOp
 	npend   int // ops held in pending
 	nbytes  int // their encoded size
+
+	ring Keyring // nil: data is written in the clear (seal.go)
 }
 
 // Meta describes a realm: what its genesis op says.
@@ -171,6 +173,15 @@ func (r *Realm) Write(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64
 			return nil, nil, err
 		}
 	}
+	if isData(body.Kind()) && r.ring != nil {
+		key, ok := r.key(op.Epoch)
+		if !ok {
+			return nil, nil, fmt.Errorf("write %s: epoch %d: %w", body.Kind(), op.Epoch, ErrNoKey)
+		}
+		if err := op.seal(key); err != nil {
+			return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
+		}
+	}
 	if err := op.Sign(priv); err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
 	}
@@ -284,7 +295,7 @@ func (r *Realm) apply(b *Batch, op *Op, wallMs int64, src how) (*Result, error) 
 	switch {
 	case op.Seq <= have:
 		return res, r.checkDuplicate(b, op, res)
-	case op.Seq > have+1 || future:
+	case op.Seq > have+1 || future || r.locked(op):
 		if verify {
 			if err := op.VerifySignature(); err != nil {
 				return res, err
@@ -309,6 +320,9 @@ func (r *Realm) apply(b *Batch, op *Op, wallMs int64, src how) (*Result, error) 
 		}
 	}
 	if err := r.checkHeld(op); err != nil {
+		return res, err
+	}
+	if err := r.openOp(op); err != nil {
 		return res, err
 	}
 	if err := r.permit(op); err != nil {
@@ -437,7 +451,7 @@ func (r *Realm) release(b *Batch, author PublicKey, wallMs int64, res *Result) {
 	for {
 		h := r.heads[author]
 		next, ok := r.pending[author][h.seq+1]
-		if !ok || next.op.Clock.WallMs() > wallMs+MaxClockSkew {
+		if !ok || next.op.Clock.WallMs() > wallMs+MaxClockSkew || r.locked(next.op) {
 			return
 		}
 		r.dropPending(next.op)
@@ -493,7 +507,7 @@ func (r *Realm) Tick(b *Batch, wallMs int64) *Result {
 		switch {
 		case r.heads[a] != nil:
 			r.release(b, a, wallMs, res)
-		case ok && first.op.Clock.WallMs() <= wallMs+MaxClockSkew:
+		case ok && first.op.Clock.WallMs() <= wallMs+MaxClockSkew && !r.locked(first.op):
 			r.dropPending(first.op)
 			sub, _ := r.apply(b, first.op, wallMs, first.src)
 			res.merge(sub)
@@ -523,10 +537,29 @@ func (r *Realm) op(v view, author PublicKey, seq uint64) (*Op, error) {
 		return nil, fmt.Errorf("read op %s#%d: %w", author.Short(), seq, err)
 	}
 	op, err := DecodeOp(slices.Clone(raw))
+	if err == nil {
+		err = r.openOp(op)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read op %s#%d: %w", author.Short(), seq, err)
 	}
 	return op, nil
+}
+
+// openOp opens a sealed op with its epoch's key, and checks the object it
+// names as the checks before could not.
+func (r *Realm) openOp(op *Op) error {
+	if _, ok := op.Body.(*Sealed); !ok {
+		return nil
+	}
+	key, ok := r.key(op.Epoch)
+	if !ok {
+		return fmt.Errorf("op %s: epoch %d: %w", op, op.Epoch, ErrNoKey)
+	}
+	if err := op.open(key); err != nil {
+		return err
+	}
+	return r.checkObjectKey(op.Body)
 }
 
 // Ops calls fn with the ops of author's chain from seq from on, in seq

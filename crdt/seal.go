@@ -1,0 +1,135 @@
+package crdt
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// ErrNoKey is returned by Write when the realm has a keyring but no key
+// for its current epoch.
+var ErrNoKey = errors.New("no key for the realm's key epoch")
+
+// EpochKey is the symmetric key of one key epoch of a realm.
+type EpochKey [chacha20poly1305.KeySize]byte
+
+// Keyring gives a realm the keys of its epochs. The caller keeps it: keys
+// reach a node outside the engine's view (in the acceptance handshake, or
+// sealed to the node in an Epoch op). The engine only reads it, under the
+// same rule as the rest of the Realm: one call at a time.
+type Keyring interface {
+	// EpochKey returns the key of epoch n, if this node has it.
+	EpochKey(n uint32) (*EpochKey, bool)
+}
+
+// Sealed is a data body sealed with the key of the op's epoch: what the
+// log and the wire carry, so that only members holding the key can read
+// it. Its kind byte stays in the clear; so do the header and the
+// signature, which any member checks.
+type Sealed struct {
+	Inner Kind                              // the kind of the sealed body
+	Nonce [chacha20poly1305.NonceSizeX]byte // XChaCha20-Poly1305 nonce
+	Box   []byte                            // the body's encoding, sealed
+}
+
+func (*Sealed) Kind() Kind { return KindSealed }
+
+func (b *Sealed) encode(w *writer) { w.u8(uint8(b.Inner)); w.fixed(b.Nonce[:]); w.bytes(b.Box) }
+
+// isData reports whether ops of kind k write objects: the kinds that are
+// sealed.
+func isData(k Kind) bool {
+	switch k {
+	case KindSet, KindDelete, KindCounter, KindSetAdd, KindSetRemove:
+		return true
+	}
+	return false
+}
+
+// SetKeyring gives the realm its keys. With a keyring, Write seals data
+// bodies with the current epoch's key, and sealed ops are applied once
+// their epoch's key is here (until then they are held back, as ops ahead
+// of a gap are). Without one, data bodies are written in the clear, and
+// sealed ops wait.
+func (r *Realm) SetKeyring(k Keyring) { r.ring = k }
+
+// key returns the key of epoch n, if the realm's keyring has it.
+func (r *Realm) key(n uint32) (*EpochKey, bool) {
+	if r.ring == nil {
+		return nil, false
+	}
+	return r.ring.EpochKey(n)
+}
+
+// locked reports whether op is sealed with a key this replica lacks.
+func (r *Realm) locked(op *Op) bool {
+	if _, ok := op.Body.(*Sealed); !ok {
+		return false
+	}
+	_, have := r.key(op.Epoch)
+	return !have
+}
+
+// sealedAD is the data the seal authenticates besides the body: the op's
+// header and the sealed body's kind, so that a sealed body cannot be
+// moved to another op.
+func (op *Op) sealedAD(inner Kind) []byte {
+	w := writer{}
+	op.appendHeader(&w)
+	w.u8(uint8(inner))
+	return w.b
+}
+
+// seal replaces a data body with its sealed form. The nonce is derived
+// from the key, the header and the body, so that the same op always seals
+// the same way and two different ops never share a nonce.
+func (op *Op) seal(key *EpochKey) error {
+	inner := op.Body.Kind()
+	w := writer{}
+	op.Body.encode(&w)
+	plain := w.b
+	ad := op.sealedAD(inner)
+
+	mac := hmac.New(sha256.New, key[:])
+	mac.Write(ad)
+	mac.Write(plain)
+	sb := &Sealed{Inner: inner}
+	copy(sb.Nonce[:], mac.Sum(nil))
+
+	aead, err := chacha20poly1305.NewX(key[:])
+	if err != nil {
+		return err
+	}
+	sb.Box = aead.Seal(nil, sb.Nonce[:], plain, ad)
+	op.Body = sb
+	return nil
+}
+
+// open replaces a sealed body with the body inside it. The op keeps its
+// encoding, hash and signature, which cover the sealed form.
+func (op *Op) open(key *EpochKey) error {
+	sb, ok := op.Body.(*Sealed)
+	if !ok {
+		return nil
+	}
+	aead, err := chacha20poly1305.NewX(key[:])
+	if err != nil {
+		return err
+	}
+	plain, err := aead.Open(nil, sb.Nonce[:], sb.Box, op.sealedAD(sb.Inner))
+	if err != nil {
+		return fmt.Errorf("op %s: %w: the sealed body does not open", op, ErrMalformed)
+	}
+	body, err := decodeBody(sb.Inner, plain)
+	if err != nil {
+		return fmt.Errorf("op %s: sealed body: %w", op, err)
+	}
+	if err := validateBody(body); err != nil {
+		return fmt.Errorf("op %s: sealed body: %w", op, err)
+	}
+	op.Body = body
+	return nil
+}
