@@ -237,7 +237,7 @@ func (n *Node) honour(from peer.ID, raw []byte) *invite.Response {
 		return refuse(err)
 	}
 	n.log.Info("offer accepted", "realm", o.Realm, "peer", from, "offer", o.ID, "role", o.Role)
-	return &invite.Response{Realm: o.Realm, RealmName: meta.Name, Role: o.Role}
+	return &invite.Response{Realm: o.Realm, RealmName: meta.Name, Role: o.Role, Keys: rp.ring.all()}
 }
 
 // offerHolds checks an offer against the realm's log, as the node self
@@ -316,7 +316,7 @@ func (n *Node) Accept(ctx context.Context, o *invite.Offer) (crdt.RealmID, error
 			return crdt.RealmID{}, &invite.RefusedError{Code: a.resp.Code, Detail: a.resp.Detail}
 		}
 		cancel()
-		if err := n.JoinRealm(o.Realm); err != nil {
+		if err := n.JoinRealm(o.Realm, a.resp.Keys); err != nil {
 			return crdt.RealmID{}, err
 		}
 		n.log.Info("joined realm", "realm", o.Realm, "role", a.resp.Role)

@@ -36,6 +36,46 @@ func (n *Node) RemoveMember(ctx context.Context, id crdt.RealmID, member crdt.Pu
 		return fmt.Errorf("remove member: %w", err)
 	}
 	n.log.Info("member removed", "realm", id, "member", member.Short())
+	if err := n.rotateKey(ctx, id); err != nil {
+		return fmt.Errorf("remove member: %w", err)
+	}
+	return nil
+}
+
+// rotateKey starts a new key epoch: a fresh key, kept here, and sealed to
+// each member in an Epoch op, so that from now on data is written with a
+// key that whoever left never had.
+func (n *Node) rotateKey(ctx context.Context, id crdt.RealmID) error {
+	rp, err := n.replica(id)
+	if err != nil {
+		return err
+	}
+	key, err := newEpochKey()
+	if err != nil {
+		return err
+	}
+	rp.mu.Lock()
+	epoch, _ := rp.r.KeyEpoch()
+	members := rp.r.Members()
+	rp.mu.Unlock()
+	next := epoch + 1
+	body := &crdt.Epoch{Number: next}
+	for _, m := range members { // sorted by key, as the op wants
+		box, err := sealKeyTo(m.Key, &key, id, next)
+		if err != nil {
+			return fmt.Errorf("seal epoch key to %s: %w", m.Key.Short(), err)
+		}
+		body.Keys = append(body.Keys, crdt.SealedKey{Member: m.Key, Box: box})
+	}
+	b := crdt.NewBatch()
+	rp.ring.put(b, id, map[uint32]crdt.EpochKey{next: key})
+	if err := n.st.Commit(ctx, b); err != nil {
+		return n.storeFailed(err)
+	}
+	if _, err := n.Write(ctx, id, body); err != nil {
+		return fmt.Errorf("new key epoch: %w", err)
+	}
+	n.log.Info("key epoch started", "realm", id, "epoch", next, "members", len(members))
 	return nil
 }
 

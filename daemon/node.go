@@ -177,11 +177,16 @@ func (n *Node) CreateRealm(ctx context.Context, name string) (crdt.RealmID, erro
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return crdt.RealmID{}, err
 	}
+	key, err := newEpochKey()
+	if err != nil {
+		return crdt.RealmID{}, err
+	}
 	b := crdt.NewBatch()
 	r, _, err := crdt.Create(n.st, b, n.priv, name, n.cfg.Name, nonce, n.nowMs())
 	if err != nil {
 		return crdt.RealmID{}, err
 	}
+	b.Put(keyKey(r.ID(), 0), key[:])
 	if err := n.st.Commit(ctx, b); err != nil {
 		return crdt.RealmID{}, err
 	}
@@ -192,15 +197,36 @@ func (n *Node) CreateRealm(ctx context.Context, name string) (crdt.RealmID, erro
 	return r.ID(), nil
 }
 
-// JoinRealm starts holding a realm this node has been admitted to but
-// holds nothing of yet; catch-up with its members brings its ops.
-func (n *Node) JoinRealm(id crdt.RealmID) error {
-	r, err := crdt.Open(n.st, id)
-	if err != nil {
-		return err
+// JoinRealm starts holding a realm this node has been admitted to, with
+// the epoch keys it was given; catch-up with its members brings its ops.
+func (n *Node) JoinRealm(id crdt.RealmID, keys map[uint32]crdt.EpochKey) error {
+	if len(keys) > maxEpochs {
+		return fmt.Errorf("join realm: %d keys", len(keys))
 	}
-	if _, err := n.addReplica(r); err != nil {
+	rp, err := n.replica(id)
+	if errors.Is(err, ErrNoRealm) {
+		b := crdt.NewBatch()
+		for num, key := range keys {
+			b.Put(keyKey(id, num), key[:])
+		}
+		if err := n.st.Commit(n.ctx, b); err != nil {
+			return n.storeFailed(err)
+		}
+		r, err := crdt.Open(n.st, id)
+		if err != nil {
+			return err
+		}
+		if _, err := n.addReplica(r); err != nil {
+			return err
+		}
+	} else if err != nil {
 		return err
+	} else {
+		b := crdt.NewBatch()
+		rp.ring.put(b, id, keys)
+		if err := n.st.Commit(n.ctx, b); err != nil {
+			return n.storeFailed(err)
+		}
 	}
 	for _, p := range n.host.Network().Peers() {
 		n.wantPull(p)

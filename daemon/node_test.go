@@ -73,7 +73,11 @@ func admit(t *testing.T, a, b *Node, id crdt.RealmID, role crdt.Role) {
 	if _, err := a.Write(ctx, id, &crdt.Grant{Member: b.Author(), Role: role, FromSeq: 1, Name: b.cfg.Name}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.JoinRealm(id); err != nil {
+	rp, err := a.replica(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.JoinRealm(id, rp.ring.all()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -21,8 +21,8 @@ func shareRealm(tb testing.TB, creator *proc, members ...*proc) string {
 	tb.Helper()
 	realm := creator.call(request{Op: "create", Name: "bench"}).Realm
 	for _, m := range members {
-		creator.call(request{Op: "grant", Realm: realm, Peer: m.peer, Name: m.name})
-		m.call(request{Op: "join", Realm: realm})
+		keys := creator.call(request{Op: "grant", Realm: realm, Peer: m.peer, Name: m.name}).Keys
+		m.call(request{Op: "join", Realm: realm, Keys: keys})
 	}
 	return realm
 }

@@ -48,7 +48,11 @@ type request struct {
 	Count   int      `json:"count,omitempty"`
 	Rate    float64  `json:"rate,omitempty"`    // ops/s; 0: as fast as Writers allow
 	Writers int      `json:"writers,omitempty"` // concurrent writers when Rate is 0
+	Keys    keysJSON `json:"keys,omitempty"`
 }
+
+// keysJSON carries a realm's epoch keys between processes.
+type keysJSON map[uint32][]byte
 
 // reply is a child's answer.
 type reply struct {
@@ -61,7 +65,8 @@ type reply struct {
 	Elapsed   float64   `json:"elapsed,omitempty"`   // ms
 	Count     int       `json:"count,omitempty"`
 	OpBytes   int       `json:"op_bytes,omitempty"` // size of the last op written
-	Acks      []float64 `json:"acks,omitempty"`     // ms, from each paced write's start to its ack
+	Keys      keysJSON  `json:"keys,omitempty"`
+	Acks      []float64 `json:"acks,omitempty"` // ms, from each paced write's start to its ack
 }
 
 // child is the state of a node run as a child process.
@@ -170,9 +175,24 @@ func (c *child) do(req request) (reply, error) {
 			return reply{}, errors.New("not an ed25519 peer id")
 		}
 		_, err = n.Write(ctx, realm, &crdt.Grant{Member: key, Role: crdt.RoleWriter, FromSeq: 1, Name: req.Name})
-		return reply{}, err
+		if err != nil {
+			return reply{}, err
+		}
+		rp, err := n.replica(realm)
+		if err != nil {
+			return reply{}, err
+		}
+		keys := keysJSON{}
+		for num, k := range rp.ring.all() {
+			keys[num] = k[:]
+		}
+		return reply{Keys: keys}, nil
 	case "join":
-		return reply{}, n.JoinRealm(realm)
+		keys := map[uint32]crdt.EpochKey{}
+		for num, k := range req.Keys {
+			keys[num] = crdt.EpochKey(k)
+		}
+		return reply{}, n.JoinRealm(realm, keys)
 	case "connect":
 		for _, a := range req.Addrs {
 			ai, err := peer.AddrInfoFromString(a)

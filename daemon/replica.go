@@ -25,6 +25,7 @@ type replica struct {
 
 	mu     sync.Mutex
 	r      *crdt.Realm
+	ring   *keyring      // the realm's epoch keys (keys.go)
 	notify chan struct{} // closed and replaced at every change
 
 	wmu    sync.Mutex
@@ -59,7 +60,12 @@ const gapWait = 200 * time.Millisecond
 
 // addReplica joins the realm's topic and adds it to the node.
 func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
-	rp := &replica{n: n, id: r.ID(), r: r, notify: make(chan struct{}), created: time.Now()}
+	ring, err := n.loadKeys(r.ID())
+	if err != nil {
+		return nil, err
+	}
+	r.SetKeyring(ring)
+	rp := &replica{n: n, id: r.ID(), r: r, ring: ring, notify: make(chan struct{}), created: time.Now()}
 	rp.refreshMembers()
 	rp.started.Store(r.HasGenesis())
 	name := topicName(r.ID())
@@ -82,7 +88,6 @@ func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
 	if err := n.ps.RegisterTopicValidator(name, rp.validate, pubsub.WithValidatorInline(true)); err != nil {
 		return nil, fmt.Errorf("realm %s: validator: %w", r.ID(), err)
 	}
-	var err error
 	if rp.topic, err = n.ps.Join(name); err != nil {
 		return nil, fmt.Errorf("realm %s: join topic: %w", r.ID(), err)
 	}
@@ -212,10 +217,48 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 	}
 	close(rp.notify)
 	rp.notify = make(chan struct{})
+	rp.takeKeysLocked(res)
 	if res.Members {
 		added := rp.refreshMembers()
 		rp.started.Store(rp.r.HasGenesis())
 		rp.n.spawn(func() { rp.reconcile(added) })
+	}
+}
+
+// takeKeysLocked opens the epoch keys sealed to this node in the Epoch ops
+// just stored, and keeps them; the engine then applies what waited for
+// them at the next tick. The caller holds rp.mu.
+func (rp *replica) takeKeysLocked(res *crdt.Result) {
+	n := rp.n
+	keys := make(map[uint32]crdt.EpochKey)
+	for _, op := range res.Stored {
+		e, ok := op.Body.(*crdt.Epoch)
+		if !ok {
+			continue
+		}
+		if _, have := rp.ring.EpochKey(e.Number); have {
+			continue
+		}
+		for _, sk := range e.Keys {
+			if sk.Member != n.self {
+				continue
+			}
+			key, err := openKeyBox(n.priv, sk.Box, rp.id, e.Number)
+			if err != nil {
+				n.log.Warn("epoch key sealed to this node does not open", "realm", rp.id,
+					"epoch", e.Number, "err", err)
+				continue
+			}
+			keys[e.Number] = *key
+		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	b := crdt.NewBatch()
+	rp.ring.put(b, rp.id, keys)
+	if _, err := n.st.Queue(b); err != nil {
+		n.storeFailed(err)
 	}
 }
 

@@ -3,6 +3,8 @@ package invite
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/realmsync/realmsync/crdt"
@@ -15,9 +17,10 @@ const AcceptProtocol = "/realmsync/accept/1"
 
 // Limits of the handshake's messages.
 const (
-	MaxRequestSize  = 2 + MaxOfferSize + 1 + MaxNameSize + 8 // bytes
-	MaxResponseSize = 1 + 1 + 32 + 1 + 255 + 32 + 1 + MaxNameSize + 1
-	MaxDetailSize   = 255 // bytes of a refusal's detail
+	MaxKeys         = 1024 // epoch keys handed over
+	MaxDetailSize   = 255  // bytes of a refusal's detail
+	MaxRequestSize  = 2 + MaxOfferSize + 1 + MaxNameSize + 8
+	MaxResponseSize = 1 + 1 + 32 + 1 + MaxDetailSize + 32 + 1 + MaxNameSize + 1 + 2 + MaxKeys*(4+32)
 )
 
 const acceptV1 = 1
@@ -31,8 +34,10 @@ type Request struct {
 	Head  uint64
 }
 
-// Response is the honouring node's answer: the realm and role on
-// success, or a refusal's code and detail.
+// Response is the honouring node's answer: on success the realm, the
+// role and the realm's epoch keys, which open what its members write;
+// else a refusal's code and detail. The stream it travels on is
+// encrypted and authenticated to the invitee's node key.
 type Response struct {
 	Code   string // "" on success, else a code of Code
 	Detail string // why, for a person
@@ -40,6 +45,7 @@ type Response struct {
 	Realm     crdt.RealmID
 	RealmName string
 	Role      crdt.Role
+	Keys      map[uint32]crdt.EpochKey // by epoch
 }
 
 // Marshal encodes a request: version byte, uint16 offer length, offer,
@@ -77,7 +83,8 @@ func UnmarshalRequest(b []byte) (*Request, error) {
 
 // Marshal encodes a response: version byte, code (length byte and text),
 // detail (length byte and text), realm id, realm name (length byte and
-// text), role byte.
+// text), role byte, then a uint16 count of keys and each key as a uint32
+// epoch and 32 bytes, in epoch order.
 func (r *Response) Marshal() []byte {
 	b := []byte{acceptV1}
 	b = append(b, byte(len(r.Code)))
@@ -89,7 +96,16 @@ func (r *Response) Marshal() []byte {
 	name := truncate(r.RealmName, MaxNameSize)
 	b = append(b, byte(len(name)))
 	b = append(b, name...)
-	return append(b, byte(r.Role))
+	b = append(b, byte(r.Role))
+	epochs := slices.Sorted(maps.Keys(r.Keys))
+	epochs = epochs[:min(len(epochs), MaxKeys)]
+	b = binary.BigEndian.AppendUint16(b, uint16(len(epochs)))
+	for _, n := range epochs {
+		key := r.Keys[n]
+		b = binary.BigEndian.AppendUint32(b, n)
+		b = append(b, key[:]...)
+	}
+	return b
 }
 
 // truncate cuts s to at most n bytes, at the start of a character.
@@ -118,6 +134,22 @@ func UnmarshalResponse(b []byte) (*Response, error) {
 	rd.fixed(r.Realm[:])
 	r.RealmName = string(rd.bytes(int(rd.byte())))
 	r.Role = crdt.Role(rd.byte())
+	nkeys := int(rd.uint16())
+	if nkeys > MaxKeys {
+		return nil, fmt.Errorf("response with %d keys", nkeys)
+	}
+	r.Keys = make(map[uint32]crdt.EpochKey, nkeys)
+	last := int64(-1)
+	for range nkeys {
+		n := rd.uint32()
+		var key crdt.EpochKey
+		rd.fixed(key[:])
+		if int64(n) <= last {
+			return nil, fmt.Errorf("response with keys out of order")
+		}
+		last = int64(n)
+		r.Keys[n] = key
+	}
 	switch {
 	case rd.err != nil || len(rd.b) != 0:
 		return nil, fmt.Errorf("malformed response")

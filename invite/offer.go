@@ -278,6 +278,13 @@ func (r *reader) uint16() uint16 {
 	return 0
 }
 
+func (r *reader) uint32() uint32 {
+	if b := r.bytes(4); b != nil {
+		return binary.BigEndian.Uint32(b)
+	}
+	return 0
+}
+
 func (r *reader) uint64() uint64 {
 	if b := r.bytes(8); b != nil {
 		return binary.BigEndian.Uint64(b)

@@ -1,0 +1,207 @@
+package daemon
+
+import (
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"strconv"
+	"sync"
+
+	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/realmsync/realmsync/crdt"
+	"github.com/realmsync/realmsync/invite"
+)
+
+// Epoch keys are local secrets: "keys/<realm>/<epoch>" holds the key of
+// one epoch of a realm, as this node received it. They never enter the
+// log in the clear; an Epoch op carries each new key sealed to each
+// member.
+const keysPrefix = "keys/"
+
+// maxEpochs bounds the keys of one realm that a node keeps and hands over.
+const maxEpochs = invite.MaxKeys
+
+// keyring is a replica's epoch keys; it implements crdt.Keyring.
+type keyring struct {
+	mu   sync.Mutex
+	keys map[uint32]*crdt.EpochKey
+}
+
+func (k *keyring) EpochKey(n uint32) (*crdt.EpochKey, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	key, ok := k.keys[n]
+	return key, ok
+}
+
+// all returns a copy of every key.
+func (k *keyring) all() map[uint32]crdt.EpochKey {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make(map[uint32]crdt.EpochKey, len(k.keys))
+	for n, key := range k.keys {
+		out[n] = *key
+	}
+	return out
+}
+
+func keyKey(realm crdt.RealmID, n uint32) string {
+	return fmt.Sprintf("%s%s/%08x", keysPrefix, realm, n)
+}
+
+// loadKeys reads the stored keys of a realm.
+func (n *Node) loadKeys(realm crdt.RealmID) (*keyring, error) {
+	k := &keyring{keys: make(map[uint32]*crdt.EpochKey)}
+	prefix := keysPrefix + realm.String() + "/"
+	var bad error
+	err := n.st.Scan(prefix, "", func(key string, val []byte) bool {
+		num, err := strconv.ParseUint(key[len(prefix):], 16, 32)
+		if err != nil || len(val) != len(crdt.EpochKey{}) {
+			bad = fmt.Errorf("stored key %s: malformed", key)
+			return false
+		}
+		var ek crdt.EpochKey
+		copy(ek[:], val)
+		k.keys[uint32(num)] = &ek
+		return true
+	})
+	if err = errors.Join(err, bad); err != nil {
+		return nil, fmt.Errorf("load keys of realm %s: %w", realm, err)
+	}
+	return k, nil
+}
+
+// putKeys adds keys to a realm's keyring and to the batch that stores
+// them.
+func (k *keyring) put(b *crdt.Batch, realm crdt.RealmID, keys map[uint32]crdt.EpochKey) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for num, key := range keys {
+		if _, ok := k.keys[num]; ok || len(k.keys) >= maxEpochs {
+			continue
+		}
+		key := key
+		k.keys[num] = &key
+		b.Put(keyKey(realm, num), key[:])
+	}
+}
+
+// newEpochKey makes a fresh random key.
+func newEpochKey() (crdt.EpochKey, error) {
+	var k crdt.EpochKey
+	_, err := rand.Read(k[:])
+	return k, err
+}
+
+// x25519Private is the X25519 form of an ed25519 private key: the clamped
+// scalar ed25519 signs with.
+func x25519Private(priv ed25519.PrivateKey) (*ecdh.PrivateKey, error) {
+	h := sha512.Sum512(priv.Seed())
+	return ecdh.X25519().NewPrivateKey(h[:32])
+}
+
+// fieldPrime is 2^255 - 19.
+var fieldPrime = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
+
+// x25519Public is the X25519 form of an ed25519 public key: the
+// Montgomery u = (1 + y) / (1 - y) of the Edwards point.
+func x25519Public(pub crdt.PublicKey) (*ecdh.PublicKey, error) {
+	le := pub
+	le[31] &= 0x7f // the sign of x
+	be := slices.Clone(le[:])
+	slices.Reverse(be)
+	y := new(big.Int).SetBytes(be)
+	one := big.NewInt(1)
+	num := new(big.Int).Add(one, y)
+	den := new(big.Int).Sub(one, y)
+	den.Mod(den, fieldPrime)
+	inv := new(big.Int).ModInverse(den, fieldPrime)
+	if inv == nil {
+		return nil, errors.New("x25519: not a usable public key")
+	}
+	u := num.Mul(num, inv)
+	u.Mod(u, fieldPrime)
+	out := u.FillBytes(make([]byte, 32))
+	slices.Reverse(out)
+	return ecdh.X25519().NewPublicKey(out)
+}
+
+// keyBoxContext binds a sealed epoch key to its use.
+const keyBoxContext = "realmsync epoch key v1"
+
+// boxKDF derives the key that seals one epoch key to one member.
+func boxKDF(shared, eph, member []byte, realm crdt.RealmID, epoch uint32) ([]byte, error) {
+	info := binary.BigEndian.AppendUint32(append([]byte(keyBoxContext), realm[:]...), epoch)
+	return hkdf.Key(sha256.New, shared, append(slices.Clone(eph), member...), string(info), chacha20poly1305.KeySize)
+}
+
+// sealKeyTo seals an epoch key to a member: an ephemeral X25519 key, then
+// the epoch key under XChaCha20-Poly1305 with a key derived from the two.
+func sealKeyTo(member crdt.PublicKey, key *crdt.EpochKey, realm crdt.RealmID, epoch uint32) ([]byte, error) {
+	to, err := x25519Public(member)
+	if err != nil {
+		return nil, err
+	}
+	eph, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	shared, err := eph.ECDH(to)
+	if err != nil {
+		return nil, err
+	}
+	k, err := boxKDF(shared, eph.PublicKey().Bytes(), to.Bytes(), realm, epoch)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := chacha20poly1305.NewX(k)
+	if err != nil {
+		return nil, err
+	}
+	var nonce [chacha20poly1305.NonceSizeX]byte // the key is used once
+	return aead.Seal(eph.PublicKey().Bytes(), nonce[:], key[:], nil), nil
+}
+
+// openKeyBox opens an epoch key sealed to this node.
+func openKeyBox(priv ed25519.PrivateKey, box []byte, realm crdt.RealmID, epoch uint32) (*crdt.EpochKey, error) {
+	if len(box) != 32+len(crdt.EpochKey{})+chacha20poly1305.Overhead {
+		return nil, errors.New("key box: wrong size")
+	}
+	me, err := x25519Private(priv)
+	if err != nil {
+		return nil, err
+	}
+	eph, err := ecdh.X25519().NewPublicKey(box[:32])
+	if err != nil {
+		return nil, err
+	}
+	shared, err := me.ECDH(eph)
+	if err != nil {
+		return nil, err
+	}
+	k, err := boxKDF(shared, box[:32], me.PublicKey().Bytes(), realm, epoch)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := chacha20poly1305.NewX(k)
+	if err != nil {
+		return nil, err
+	}
+	var nonce [chacha20poly1305.NonceSizeX]byte
+	plain, err := aead.Open(nil, nonce[:], box[32:], nil)
+	if err != nil {
+		return nil, errors.New("key box: does not open")
+	}
+	var ek crdt.EpochKey
+	copy(ek[:], plain)
+	return &ek, nil
+}

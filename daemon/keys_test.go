@@ -1,0 +1,129 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"testing"
+
+	"github.com/realmsync/realmsync/crdt"
+)
+
+func TestX25519FromEd25519(t *testing.T) {
+	for range 20 {
+		pub, priv, _ := ed25519.GenerateKey(nil)
+		x, err := x25519Private(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := x25519Public(crdt.PublicKey(pub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), x.PublicKey().Bytes()) {
+			t.Fatal("the converted public key does not match the converted private key")
+		}
+	}
+}
+
+func TestKeyBox(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	_, other, _ := ed25519.GenerateKey(nil)
+	key := crdt.EpochKey{1, 2, 3}
+	realm := crdt.RealmID{9}
+	box, err := sealKeyTo(crdt.PublicKey(pub), &key, realm, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := openKeyBox(priv, box, realm, 3)
+	if err != nil || *got != key {
+		t.Fatalf("open: %v", err)
+	}
+	if _, err := openKeyBox(other, box, realm, 3); err == nil {
+		t.Error("another node opened the box")
+	}
+	if _, err := openKeyBox(priv, box, realm, 4); err == nil {
+		t.Error("the box opened for another epoch")
+	}
+	box[40] ^= 1
+	if _, err := openKeyBox(priv, box, realm, 3); err == nil {
+		t.Error("a changed box opened")
+	}
+}
+
+// opsOf returns the encoded ops of author's chain in the realm on n, from
+// seq from on.
+func opsOf(t *testing.T, n *Node, id crdt.RealmID, author crdt.PublicKey, from uint64) [][]byte {
+	t.Helper()
+	var out [][]byte
+	n.View(id, func(r *crdt.Realm) error {
+		return r.Ops(author, from, func(op *crdt.Op) bool {
+			out = append(out, op.Bytes())
+			return true
+		})
+	})
+	return out
+}
+
+// TestRemovedCannotRead: after c is removed, the realm moves to a new key
+// epoch. What a writes then reaches b, and stays closed to c, although c
+// receives the ops and still holds the old key. Nothing a writes shows
+// its text on the wire.
+func TestRemovedCannotRead(t *testing.T) {
+	ctx := context.Background()
+	a, b, c := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "c")
+	id := createRealm(t, a, "sealed")
+	o := offer(t, a, id, crdt.RoleWriter, 2)
+	for _, n := range []*Node{b, c} {
+		if _, err := n.Accept(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Write(ctx, id, message("before the removal")); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, id, a, b, c)
+	var head uint64
+	a.View(id, func(r *crdt.Realm) error { head, _ = r.Head(a.Author()); return nil })
+
+	if err := a.RemoveMember(ctx, id, c.Author()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Write(ctx, id, message("after the removal")); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, id, a, b)
+	shows := func(n *Node, text string) bool {
+		err := n.View(id, func(r *crdt.Realm) error {
+			_, err := r.Object(crdt.ObjectKey{Collection: crdt.MessagesCollection, ID: text})
+			return err
+		})
+		return err == nil
+	}
+	if !shows(b, "after the removal") || !shows(c, "before the removal") {
+		t.Fatal("members do not show what they may read")
+	}
+
+	// c receives everything a wrote since, as if still connected.
+	rp, err := c.replica(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, raw := range opsOf(t, a, id, a.Author(), head+1) {
+		if bytes.Contains(raw, []byte("after the removal")) {
+			t.Fatal("an op shows its text")
+		}
+		op, err := crdt.DecodeOp(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rp.apply([]*crdt.Op{op}, false)
+	}
+	rp.tick()
+	if shows(c, "after the removal") {
+		t.Fatal("the removed member reads what was written after its removal")
+	}
+	if _, ok := rp.ring.EpochKey(1); ok {
+		t.Fatal("the removed member holds the new epoch's key")
+	}
+}
