@@ -96,6 +96,23 @@
 // has ever been a member, so that the chain stays whole and the author's
 // later ops, which a later grant may allow, can follow it.
 //
+// # Sealed content
+//
+// A realm given a Keyring (SetKeyring) seals the bodies of data ops (set,
+// delete, counter, set add and remove) that Write makes: the body becomes
+// a Sealed body, XChaCha20-Poly1305 under the key of the op's epoch, with
+// the op's header and the inner kind as authenticated data and a nonce
+// derived from key, header and body. The header, the kind byte and the
+// signature stay in the clear, so every member checks chains and
+// signatures, and membership ops (which every replica must judge, and
+// which carry the keys of new epochs sealed to each member) are never
+// sealed. A received sealed op is opened once it is next in its chain; if
+// the keyring lacks its epoch's key, it is held back like an op ahead of
+// a gap, and Tick applies it once the key is there. A sealed body that
+// does not open under its key is refused as malformed. Stored ops keep
+// their sealed encoding; the materialised state is in the clear, on the
+// member's own disk.
+//
 // # Clocks
 //
 // Timestamps are hybrid logical clocks: wall milliseconds in the high 48

@@ -107,6 +107,20 @@
 // most one use per group of admin nodes cut apart; a revoke, once it has
 // reached a node, stops that node from honouring the offer at all.
 //
+// # Keys
+//
+// Each realm's data ops travel sealed with the key of the realm's current
+// epoch (see crdt). A node keeps the keys it has under "keys/<realm>/
+// <epoch>" in its datastore, never in the log in the clear. The creator
+// makes the key of epoch 0; the honouring node hands every key it has to
+// an invitee in the acceptance response, over the stream that libp2p
+// encrypts to the invitee's key. Removing a member starts a new epoch: a
+// fresh key, sealed to each remaining member (X25519 from the member's
+// ed25519 key, an ephemeral key, HKDF-SHA256, XChaCha20-Poly1305) inside
+// an Epoch op. Each member opens its own box when the op arrives; the
+// removed member has none, and cannot read anything written in the new
+// epoch, even if it receives the ops.
+//
 // # Peers
 //
 // Members' addresses (as identify reports them, and the address dialed)

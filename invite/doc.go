@@ -47,6 +47,15 @@
 // well-formed offer, so any changed character is refused by Parse or by
 // Verify.
 //
+// # The acceptance handshake
+//
+// Over AcceptProtocol the invitee writes one Request (the binary offer,
+// its display name, its chain head in the realm) and closes its side; the
+// honouring node answers with one Response: the realm, the role and every
+// epoch key of the realm it holds, or a refusal's code and detail. Both
+// are length-prefixed binary with the limits MaxRequestSize and
+// MaxResponseSize; see accept.go for the layouts.
+//
 // # Errors
 //
 // Every refusal wraps one of the Err values of this package, and Code

@@ -3,6 +3,8 @@ package invite
 import (
 	"bytes"
 	"testing"
+
+	"github.com/realmsync/realmsync/crdt"
 )
 
 // FuzzParse feeds arbitrary text to the token parser. What it accepts is
@@ -62,6 +64,7 @@ func FuzzRequest(f *testing.F) {
 func FuzzResponse(f *testing.F) {
 	f.Add((&Response{Realm: [32]byte{1}, RealmName: "family", Role: 2}).Marshal())
 	f.Add((&Response{Code: "expired", Detail: "expired an hour ago"}).Marshal())
+	f.Add((&Response{Realm: [32]byte{2}, Role: 3, Keys: map[uint32]crdt.EpochKey{0: {1}, 4: {2}}}).Marshal())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := UnmarshalResponse(data)
 		if err != nil {
