@@ -174,11 +174,11 @@ func (r *Realm) Write(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64
 		}
 	}
 	if isData(body.Kind()) && r.ring != nil {
-		key, ok := r.key(op.Epoch)
-		if !ok {
+		keys := r.epochKeys(op.Epoch)
+		if len(keys) == 0 {
 			return nil, nil, fmt.Errorf("write %s: epoch %d: %w", body.Kind(), op.Epoch, ErrNoKey)
 		}
-		if err := op.seal(key); err != nil {
+		if err := op.seal(keys[0]); err != nil {
 			return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
 		}
 	}
@@ -552,11 +552,11 @@ func (r *Realm) openOp(op *Op) error {
 	if _, ok := op.Body.(*Sealed); !ok {
 		return nil
 	}
-	key, ok := r.key(op.Epoch)
-	if !ok {
+	keys := r.epochKeys(op.Epoch)
+	if len(keys) == 0 {
 		return fmt.Errorf("op %s: epoch %d: %w", op, op.Epoch, ErrNoKey)
 	}
-	if err := op.open(key); err != nil {
+	if err := op.open(keys); err != nil {
 		return err
 	}
 	return r.checkObjectKey(op.Body)

@@ -16,13 +16,23 @@ var ErrNoKey = errors.New("no key for the realm's key epoch")
 // EpochKey is the symmetric key of one key epoch of a realm.
 type EpochKey [chacha20poly1305.KeySize]byte
 
+// RealmKey is one key of one epoch of a realm.
+type RealmKey struct {
+	Epoch uint32
+	Key   EpochKey
+}
+
 // Keyring gives a realm the keys of its epochs. The caller keeps it: keys
 // reach a node outside the engine's view (in the acceptance handshake, or
 // sealed to the node in an Epoch op). The engine only reads it, under the
 // same rule as the rest of the Realm: one call at a time.
+//
+// An epoch usually has one key. Two admins who start the same epoch at
+// once, each unaware of the other, give it two; members receive both, and
+// an op sealed with either opens.
 type Keyring interface {
-	// EpochKey returns the key of epoch n, if this node has it.
-	EpochKey(n uint32) (*EpochKey, bool)
+	// EpochKeys returns the keys of epoch n that this node has.
+	EpochKeys(n uint32) []*EpochKey
 }
 
 // Sealed is a data body sealed with the key of the op's epoch: what the
@@ -56,12 +66,12 @@ func isData(k Kind) bool {
 // sealed ops wait.
 func (r *Realm) SetKeyring(k Keyring) { r.ring = k }
 
-// key returns the key of epoch n, if the realm's keyring has it.
-func (r *Realm) key(n uint32) (*EpochKey, bool) {
+// epochKeys returns the keys of epoch n that the realm's keyring has.
+func (r *Realm) epochKeys(n uint32) []*EpochKey {
 	if r.ring == nil {
-		return nil, false
+		return nil
 	}
-	return r.ring.EpochKey(n)
+	return r.ring.EpochKeys(n)
 }
 
 // locked reports whether op is sealed with a key this replica lacks.
@@ -69,8 +79,7 @@ func (r *Realm) locked(op *Op) bool {
 	if _, ok := op.Body.(*Sealed); !ok {
 		return false
 	}
-	_, have := r.key(op.Epoch)
-	return !have
+	return len(r.epochKeys(op.Epoch)) == 0
 }
 
 // sealedAD is the data the seal authenticates besides the body: the op's
@@ -108,19 +117,26 @@ func (op *Op) seal(key *EpochKey) error {
 	return nil
 }
 
-// open replaces a sealed body with the body inside it. The op keeps its
-// encoding, hash and signature, which cover the sealed form.
-func (op *Op) open(key *EpochKey) error {
+// open replaces a sealed body with the body inside it, sealed with one of
+// keys. The op keeps its encoding, hash and signature, which cover the
+// sealed form.
+func (op *Op) open(keys []*EpochKey) error {
 	sb, ok := op.Body.(*Sealed)
 	if !ok {
 		return nil
 	}
-	aead, err := chacha20poly1305.NewX(key[:])
-	if err != nil {
-		return err
+	ad := op.sealedAD(sb.Inner)
+	var plain []byte
+	for _, key := range keys {
+		aead, err := chacha20poly1305.NewX(key[:])
+		if err != nil {
+			return err
+		}
+		if plain, err = aead.Open(nil, sb.Nonce[:], sb.Box, ad); err == nil {
+			break
+		}
 	}
-	plain, err := aead.Open(nil, sb.Nonce[:], sb.Box, op.sealedAD(sb.Inner))
-	if err != nil {
+	if plain == nil {
 		return fmt.Errorf("op %s: %w: the sealed body does not open", op, ErrMalformed)
 	}
 	body, err := decodeBody(sb.Inner, plain)

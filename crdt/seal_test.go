@@ -6,10 +6,15 @@ import (
 	"testing"
 )
 
-// ring is a Keyring in a map.
+// ring is a Keyring in a map, one key an epoch.
 type ring map[uint32]*EpochKey
 
-func (k ring) EpochKey(n uint32) (*EpochKey, bool) { key, ok := k[n]; return key, ok }
+func (k ring) EpochKeys(n uint32) []*EpochKey {
+	if key, ok := k[n]; ok {
+		return []*EpochKey{key}
+	}
+	return nil
+}
 
 // TestSealed: data written with a keyring travels sealed; a replica
 // without the key holds it back, and applies it once the key is there;

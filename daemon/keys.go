@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"bytes"
+	"cmp"
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/hkdf"
@@ -13,6 +15,7 @@ import (
 	"math/big"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -33,45 +36,73 @@ const maxEpochs = invite.MaxKeys
 // keyring is a replica's epoch keys; it implements crdt.Keyring.
 type keyring struct {
 	mu   sync.Mutex
-	keys map[uint32]*crdt.EpochKey
+	keys map[uint32][]*crdt.EpochKey
+	n    int
 }
 
-func (k *keyring) EpochKey(n uint32) (*crdt.EpochKey, bool) {
+func (k *keyring) EpochKeys(n uint32) []*crdt.EpochKey {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	key, ok := k.keys[n]
-	return key, ok
+	return k.keys[n]
 }
 
-// all returns a copy of every key.
-func (k *keyring) all() map[uint32]crdt.EpochKey {
+// all returns every key, in epoch order.
+func (k *keyring) all() []crdt.RealmKey {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := make(map[uint32]crdt.EpochKey, len(k.keys))
-	for n, key := range k.keys {
-		out[n] = *key
+	var out []crdt.RealmKey
+	for n, keys := range k.keys {
+		for _, key := range keys {
+			out = append(out, crdt.RealmKey{Epoch: n, Key: *key})
+		}
 	}
+	slices.SortFunc(out, compareKeys)
 	return out
 }
 
-func keyKey(realm crdt.RealmID, n uint32) string {
-	return fmt.Sprintf("%s%s/%08x", keysPrefix, realm, n)
+func compareKeys(x, y crdt.RealmKey) int {
+	if x.Epoch != y.Epoch {
+		return cmp.Compare(x.Epoch, y.Epoch)
+	}
+	return bytes.Compare(x.Key[:], y.Key[:])
+}
+
+// keyKey is where one key of one epoch is stored: the epoch, then a
+// fingerprint of the key, which tells apart two keys of one epoch.
+func keyKey(realm crdt.RealmID, k crdt.RealmKey) string {
+	fp := sha256.Sum256(k.Key[:])
+	return fmt.Sprintf("%s%s/%08x/%x", keysPrefix, realm, k.Epoch, fp[:8])
+}
+
+// add adds a key, unless it is there already; the caller holds k.mu.
+func (k *keyring) add(rk crdt.RealmKey) bool {
+	for _, have := range k.keys[rk.Epoch] {
+		if *have == rk.Key {
+			return false
+		}
+	}
+	if k.n >= maxEpochs {
+		return false
+	}
+	key := rk.Key
+	k.keys[rk.Epoch] = append(k.keys[rk.Epoch], &key)
+	k.n++
+	return true
 }
 
 // loadKeys reads the stored keys of a realm.
 func (n *Node) loadKeys(realm crdt.RealmID) (*keyring, error) {
-	k := &keyring{keys: make(map[uint32]*crdt.EpochKey)}
+	k := &keyring{keys: make(map[uint32][]*crdt.EpochKey)}
 	prefix := keysPrefix + realm.String() + "/"
 	var bad error
 	err := n.st.Scan(prefix, "", func(key string, val []byte) bool {
-		num, err := strconv.ParseUint(key[len(prefix):], 16, 32)
+		epoch, _, _ := strings.Cut(key[len(prefix):], "/")
+		num, err := strconv.ParseUint(epoch, 16, 32)
 		if err != nil || len(val) != len(crdt.EpochKey{}) {
 			bad = fmt.Errorf("stored key %s: malformed", key)
 			return false
 		}
-		var ek crdt.EpochKey
-		copy(ek[:], val)
-		k.keys[uint32(num)] = &ek
+		k.add(crdt.RealmKey{Epoch: uint32(num), Key: crdt.EpochKey(val)})
 		return true
 	})
 	if err = errors.Join(err, bad); err != nil {
@@ -80,18 +111,14 @@ func (n *Node) loadKeys(realm crdt.RealmID) (*keyring, error) {
 	return k, nil
 }
 
-// putKeys adds keys to a realm's keyring and to the batch that stores
-// them.
-func (k *keyring) put(b *crdt.Batch, realm crdt.RealmID, keys map[uint32]crdt.EpochKey) {
+// put adds keys to the keyring, and to the batch that stores them.
+func (k *keyring) put(b *crdt.Batch, realm crdt.RealmID, keys []crdt.RealmKey) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for num, key := range keys {
-		if _, ok := k.keys[num]; ok || len(k.keys) >= maxEpochs {
-			continue
+	for _, rk := range keys {
+		if k.add(rk) {
+			b.Put(keyKey(realm, rk), rk.Key[:])
 		}
-		key := key
-		k.keys[num] = &key
-		b.Put(keyKey(realm, num), key[:])
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"testing"
+	"time"
 
 	"github.com/realmsync/realmsync/crdt"
 )
@@ -123,7 +124,62 @@ func TestRemovedCannotRead(t *testing.T) {
 	if shows(c, "after the removal") {
 		t.Fatal("the removed member reads what was written after its removal")
 	}
-	if _, ok := rp.ring.EpochKey(1); ok {
+	if len(rp.ring.EpochKeys(1)) > 0 {
 		t.Fatal("the removed member holds the new epoch's key")
+	}
+}
+
+// TestConcurrentRotations: two admins cut apart each remove a member, so
+// each starts key epoch 1 with a key of its own, and both halves write
+// under it. Once they meet again, every member holds both keys and reads
+// everything: the replicas converge with nothing lost.
+func TestConcurrentRotations(t *testing.T) {
+	ctx := context.Background()
+	nt := newNet(t)
+	a, c := nt.add("a", time.Second), nt.add("c", time.Second)
+	b, d := nt.add("b", time.Second), nt.add("d", time.Second)
+	e, f := nt.add("e", time.Second), nt.add("f", time.Second)
+	id := createRealm(t, a, "rotations")
+	admit(t, a, c, id, crdt.RoleAdmin)
+	for _, n := range []*Node{b, d, e, f} {
+		admit(t, a, n, id, crdt.RoleWriter)
+	}
+	all := []*Node{a, b, c, d, e, f}
+	for _, n := range all[1:] {
+		connect(t, a, n)
+	}
+	connect(t, c, d)
+	converge(t, id, all...)
+
+	left, right := []*Node{a, b, e}, []*Node{c, d, f}
+	nt.split(left, right)
+	if err := a.RemoveMember(ctx, id, e.Author()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemoveMember(ctx, id, f.Author()); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Node{a, b, c, d} {
+		if _, err := n.Write(ctx, id, message("in epoch 1 from "+n.cfg.Name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nt.heal(left, right)
+	connect(t, a, c)
+	converge(t, id, a, b, c, d)
+	for _, n := range []*Node{a, b, c, d} {
+		rp, _ := n.replica(id)
+		if got := len(rp.ring.EpochKeys(1)); got != 2 {
+			t.Errorf("%s holds %d keys of epoch 1, want 2", n.cfg.Name, got)
+		}
+		n.View(id, func(r *crdt.Realm) error {
+			for _, w := range []string{"a", "b", "c", "d"} {
+				key := crdt.ObjectKey{Collection: crdt.MessagesCollection, ID: "in epoch 1 from " + w}
+				if _, err := r.Object(key); err != nil {
+					t.Errorf("%s does not show %s's message: %v", n.cfg.Name, w, err)
+				}
+			}
+			return nil
+		})
 	}
 }

@@ -68,7 +68,7 @@ func (n *Node) rotateKey(ctx context.Context, id crdt.RealmID) error {
 		body.Keys = append(body.Keys, crdt.SealedKey{Member: m.Key, Box: box})
 	}
 	b := crdt.NewBatch()
-	rp.ring.put(b, id, map[uint32]crdt.EpochKey{next: key})
+	rp.ring.put(b, id, []crdt.RealmKey{{Epoch: next, Key: key}})
 	if err := n.st.Commit(ctx, b); err != nil {
 		return n.storeFailed(err)
 	}

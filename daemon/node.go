@@ -186,7 +186,7 @@ func (n *Node) CreateRealm(ctx context.Context, name string) (crdt.RealmID, erro
 	if err != nil {
 		return crdt.RealmID{}, err
 	}
-	b.Put(keyKey(r.ID(), 0), key[:])
+	b.Put(keyKey(r.ID(), crdt.RealmKey{Epoch: 0, Key: key}), key[:])
 	if err := n.st.Commit(ctx, b); err != nil {
 		return crdt.RealmID{}, err
 	}
@@ -199,15 +199,15 @@ func (n *Node) CreateRealm(ctx context.Context, name string) (crdt.RealmID, erro
 
 // JoinRealm starts holding a realm this node has been admitted to, with
 // the epoch keys it was given; catch-up with its members brings its ops.
-func (n *Node) JoinRealm(id crdt.RealmID, keys map[uint32]crdt.EpochKey) error {
+func (n *Node) JoinRealm(id crdt.RealmID, keys []crdt.RealmKey) error {
 	if len(keys) > maxEpochs {
 		return fmt.Errorf("join realm: %d keys", len(keys))
 	}
 	rp, err := n.replica(id)
 	if errors.Is(err, ErrNoRealm) {
 		b := crdt.NewBatch()
-		for num, key := range keys {
-			b.Put(keyKey(id, num), key[:])
+		for _, k := range keys {
+			b.Put(keyKey(id, k), k.Key[:])
 		}
 		if err := n.st.Commit(n.ctx, b); err != nil {
 			return n.storeFailed(err)

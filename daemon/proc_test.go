@@ -52,7 +52,7 @@ type request struct {
 }
 
 // keysJSON carries a realm's epoch keys between processes.
-type keysJSON map[uint32][]byte
+type keysJSON []crdt.RealmKey
 
 // reply is a child's answer.
 type reply struct {
@@ -182,17 +182,9 @@ func (c *child) do(req request) (reply, error) {
 		if err != nil {
 			return reply{}, err
 		}
-		keys := keysJSON{}
-		for num, k := range rp.ring.all() {
-			keys[num] = k[:]
-		}
-		return reply{Keys: keys}, nil
+		return reply{Keys: rp.ring.all()}, nil
 	case "join":
-		keys := map[uint32]crdt.EpochKey{}
-		for num, k := range req.Keys {
-			keys[num] = crdt.EpochKey(k)
-		}
-		return reply{}, n.JoinRealm(realm, keys)
+		return reply{}, n.JoinRealm(realm, req.Keys)
 	case "connect":
 		for _, a := range req.Addrs {
 			ai, err := peer.AddrInfoFromString(a)

@@ -230,13 +230,10 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 // them at the next tick. The caller holds rp.mu.
 func (rp *replica) takeKeysLocked(res *crdt.Result) {
 	n := rp.n
-	keys := make(map[uint32]crdt.EpochKey)
+	var keys []crdt.RealmKey
 	for _, op := range res.Stored {
 		e, ok := op.Body.(*crdt.Epoch)
 		if !ok {
-			continue
-		}
-		if _, have := rp.ring.EpochKey(e.Number); have {
 			continue
 		}
 		for _, sk := range e.Keys {
@@ -249,7 +246,7 @@ func (rp *replica) takeKeysLocked(res *crdt.Result) {
 					"epoch", e.Number, "err", err)
 				continue
 			}
-			keys[e.Number] = *key
+			keys = append(keys, crdt.RealmKey{Epoch: e.Number, Key: *key})
 		}
 	}
 	if len(keys) == 0 {

@@ -1,10 +1,9 @@
 package invite
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
-	"maps"
-	"slices"
 	"unicode/utf8"
 
 	"github.com/realmsync/realmsync/crdt"
@@ -45,7 +44,7 @@ type Response struct {
 	Realm     crdt.RealmID
 	RealmName string
 	Role      crdt.Role
-	Keys      map[uint32]crdt.EpochKey // by epoch
+	Keys      []crdt.RealmKey // by epoch, then key
 }
 
 // Marshal encodes a request: version byte, uint16 offer length, offer,
@@ -84,7 +83,7 @@ func UnmarshalRequest(b []byte) (*Request, error) {
 // Marshal encodes a response: version byte, code (length byte and text),
 // detail (length byte and text), realm id, realm name (length byte and
 // text), role byte, then a uint16 count of keys and each key as a uint32
-// epoch and 32 bytes, in epoch order.
+// epoch and 32 bytes. The keys must be in order: by epoch, then by bytes.
 func (r *Response) Marshal() []byte {
 	b := []byte{acceptV1}
 	b = append(b, byte(len(r.Code)))
@@ -97,13 +96,11 @@ func (r *Response) Marshal() []byte {
 	b = append(b, byte(len(name)))
 	b = append(b, name...)
 	b = append(b, byte(r.Role))
-	epochs := slices.Sorted(maps.Keys(r.Keys))
-	epochs = epochs[:min(len(epochs), MaxKeys)]
-	b = binary.BigEndian.AppendUint16(b, uint16(len(epochs)))
-	for _, n := range epochs {
-		key := r.Keys[n]
-		b = binary.BigEndian.AppendUint32(b, n)
-		b = append(b, key[:]...)
+	keys := r.Keys[:min(len(r.Keys), MaxKeys)]
+	b = binary.BigEndian.AppendUint16(b, uint16(len(keys)))
+	for _, k := range keys {
+		b = binary.BigEndian.AppendUint32(b, k.Epoch)
+		b = append(b, k.Key[:]...)
 	}
 	return b
 }
@@ -138,17 +135,13 @@ func UnmarshalResponse(b []byte) (*Response, error) {
 	if nkeys > MaxKeys {
 		return nil, fmt.Errorf("response with %d keys", nkeys)
 	}
-	r.Keys = make(map[uint32]crdt.EpochKey, nkeys)
-	last := int64(-1)
-	for range nkeys {
-		n := rd.uint32()
-		var key crdt.EpochKey
-		rd.fixed(key[:])
-		if int64(n) <= last {
+	for i := range nkeys {
+		k := crdt.RealmKey{Epoch: rd.uint32()}
+		rd.fixed(k.Key[:])
+		if i > 0 && !keyBefore(r.Keys[i-1], k) {
 			return nil, fmt.Errorf("response with keys out of order")
 		}
-		last = int64(n)
-		r.Keys[n] = key
+		r.Keys = append(r.Keys, k)
 	}
 	switch {
 	case rd.err != nil || len(rd.b) != 0:
@@ -159,6 +152,11 @@ func UnmarshalResponse(b []byte) (*Response, error) {
 		return nil, fmt.Errorf("response with a bad name or detail")
 	}
 	return r, nil
+}
+
+// keyBefore orders keys by epoch, then by their bytes.
+func keyBefore(x, y crdt.RealmKey) bool {
+	return x.Epoch < y.Epoch || x.Epoch == y.Epoch && bytes.Compare(x.Key[:], y.Key[:]) < 0
 }
 
 // RefusedError is a refusal that the honouring node sent back.

@@ -64,7 +64,7 @@ func FuzzRequest(f *testing.F) {
 func FuzzResponse(f *testing.F) {
 	f.Add((&Response{Realm: [32]byte{1}, RealmName: "family", Role: 2}).Marshal())
 	f.Add((&Response{Code: "expired", Detail: "expired an hour ago"}).Marshal())
-	f.Add((&Response{Realm: [32]byte{2}, Role: 3, Keys: map[uint32]crdt.EpochKey{0: {1}, 4: {2}}}).Marshal())
+	f.Add((&Response{Realm: [32]byte{2}, Role: 3, Keys: []crdt.RealmKey{{Epoch: 0, Key: crdt.EpochKey{1}}, {Epoch: 4, Key: crdt.EpochKey{2}}}}).Marshal())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := UnmarshalResponse(data)
 		if err != nil {
