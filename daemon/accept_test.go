@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	ma "github.com/multiformats/go-multiaddr"
+
 	"github.com/realmsync/realmsync/crdt"
 	"github.com/realmsync/realmsync/invite"
 )
@@ -115,8 +117,12 @@ func TestOfferUsedUp(t *testing.T) {
 	if _, err := b.Accept(ctx, o); err != nil {
 		t.Fatal(err)
 	}
+	before := digest(t, a, id)
 	_, err := d.Accept(ctx, o)
 	refusedWith(t, err, invite.ErrUsedUp)
+	if digest(t, a, id) != before {
+		t.Error("a refusal changed the realm")
+	}
 	if _, err := d.replica(id); err == nil {
 		t.Error("d holds the realm after a refusal")
 	}
@@ -339,5 +345,33 @@ func TestMembership(t *testing.T) {
 	}
 	if err := a.RemoveMember(ctx, id, c.Author()); !errors.Is(err, crdt.ErrNotMember) {
 		t.Errorf("removing a non-member: %v", err)
+	}
+}
+
+// TestOfferOfAnotherRealm: a node asked to honour an offer of a realm it
+// does not hold refuses, and the invitee hears that no node named could
+// admit it; nothing changes on the node asked.
+func TestOfferOfAnotherRealm(t *testing.T) {
+	ctx := context.Background()
+	a, x, b := newTestNode(t, "a"), newTestNode(t, "x"), newTestNode(t, "b")
+	mine := createRealm(t, a, "mine")
+	other := createRealm(t, x, "other")
+	o := offer(t, x, other, crdt.RoleWriter, 1)
+	// The offer names x at an address where nothing listens, and a.
+	o.Nodes = []invite.Node{
+		{Key: x.Author(), Addrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/1")}},
+		{Key: a.Author(), Addrs: a.host.Addrs()},
+	}
+	if err := o.Sign(x.priv); err != nil {
+		t.Fatal(err)
+	}
+	before := digest(t, a, mine)
+	_, err := b.Accept(ctx, o)
+	refusedWith(t, err, invite.ErrUnreachable)
+	if digest(t, a, mine) != before {
+		t.Error("a refusal changed a's realm")
+	}
+	if _, err := a.replica(other); err == nil {
+		t.Error("a holds the other realm")
 	}
 }
