@@ -154,8 +154,8 @@ func (n *Node) RevokeOffer(ctx context.Context, id crdt.RealmID, offer crdt.Offe
 	return nil
 }
 
-// dialable picks up to max addresses worth offering, public ones first,
-// then private ones, loopback last; no relay-less circuit, no duplicate,
+// dialable picks up to max addresses worth offering: public ones first,
+// then private ones, loopback last; no unspecified address, no duplicate,
 // none too long for an offer.
 func dialable(addrs []ma.Multiaddr, max int) []ma.Multiaddr {
 	rank := func(a ma.Multiaddr) int {
@@ -288,13 +288,13 @@ func (n *Node) Accept(ctx context.Context, o *invite.Offer) (crdt.RealmID, error
 	req := (&invite.Request{Offer: o.Marshal(), Name: n.cfg.Name, Head: head}).Marshal()
 
 	ctx, cancel := context.WithTimeout(ctx, acceptTimeout)
-	defer cancel()
 	type answer struct {
 		resp  *invite.Response
 		tried []invite.AddrError
 	}
 	answers := make(chan answer, len(o.Nodes))
 	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }() // the other attempts end with ctx
 	for _, node := range o.Nodes {
 		if node.Key == n.self {
 			continue

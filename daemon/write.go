@@ -25,8 +25,8 @@ type outgoing struct {
 	durable *store.Pending
 }
 
-// write makes body the node's next op and returns it once it is durable;
-// the op is published to the realm's members right after.
+// write makes body the node's next op and returns it once it is durable
+// and handed to gossip (see publishDurable).
 //
 // Writes combine: a writer queues its request, then takes the realm's
 // lock, and whoever holds the lock writes every request queued by then
