@@ -183,3 +183,41 @@ func TestConcurrentRotations(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaveRotates: when a member leaves by itself, an admin node starts
+// a new key epoch, whose key the remaining members get and the one who
+// left does not.
+func TestLeaveRotates(t *testing.T) {
+	ctx := context.Background()
+	a, b, c := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "c")
+	id := createRealm(t, a, "leaving")
+	o := offer(t, a, id, crdt.RoleWriter, 2)
+	for _, n := range []*Node{b, c} {
+		if _, err := n.Accept(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	converge(t, id, a, b, c)
+	if err := c.Leave(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for {
+		var epoch uint32
+		a.View(id, func(r *crdt.Realm) error { epoch, _ = r.KeyEpoch(); return nil })
+		if epoch == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no new key epoch after a member left")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	converge(t, id, a, b)
+	for n, want := range map[*Node]bool{a: true, b: true, c: false} {
+		rp, _ := n.replica(id)
+		if got := len(rp.ring.EpochKeys(1)) > 0; got != want {
+			t.Errorf("%s holds the new key: %v, want %v", n.cfg.Name, got, want)
+		}
+	}
+}

@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"fmt"
+	mrand "math/rand/v2"
+	"time"
 
 	"github.com/realmsync/realmsync/crdt"
 )
@@ -41,6 +43,46 @@ func (n *Node) RemoveMember(ctx context.Context, id crdt.RealmID, member crdt.Pu
 	}
 	return nil
 }
+
+// rotateAfterLeaveLocked has an admin node start a new key epoch when a
+// member left by itself, as RemoveMember does when an admin removes one:
+// the member who left holds the current key. Each admin node that sees
+// the leave does so, after a pause in which it may see another admin's
+// new epoch instead; two new keys for one epoch are harmless (see crdt's
+// Keyring). The caller holds rp.mu.
+func (rp *replica) rotateAfterLeaveLocked(res *crdt.Result) {
+	n := rp.n
+	left := false
+	for _, op := range res.Stored {
+		if _, ok := op.Body.(*crdt.Leave); ok && op.Author != n.self {
+			left = true
+		}
+	}
+	if !left || rp.r.Role(n.self) != crdt.RoleAdmin {
+		return
+	}
+	epoch, _ := rp.r.KeyEpoch()
+	n.spawn(func() {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(leaveRotateWait + time.Duration(mrand.Int64N(int64(leaveRotateWait)))):
+		}
+		rp.mu.Lock()
+		now, _ := rp.r.KeyEpoch()
+		rp.mu.Unlock()
+		if now != epoch {
+			return // another admin started one already
+		}
+		if err := n.rotateKey(n.ctx, rp.id); err != nil && n.ctx.Err() == nil {
+			n.log.Warn("new key epoch after a leave failed", "realm", rp.id, "err", err)
+		}
+	})
+}
+
+// leaveRotateWait is the least pause before an admin node starts a new
+// key epoch after a member left; it waits up to twice as long.
+const leaveRotateWait = 500 * time.Millisecond
 
 // rotateKey starts a new key epoch: a fresh key, kept here, and sealed to
 // each member in an Epoch op, so that from now on data is written with a
@@ -81,7 +123,8 @@ func (n *Node) rotateKey(ctx context.Context, id crdt.RealmID) error {
 
 // Leave ends this node's membership of the realm. The node keeps the realm
 // (so that the others can fetch its leaving from it) but writes nothing
-// more to it, and its members stop sending it anything.
+// more to it, its members stop sending it anything, and an admin node
+// starts a new key epoch that it does not receive.
 func (n *Node) Leave(ctx context.Context, id crdt.RealmID) error {
 	if _, err := n.Write(ctx, id, &crdt.Leave{}); err != nil {
 		return fmt.Errorf("leave realm: %w", err)

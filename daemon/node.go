@@ -55,10 +55,11 @@ type Node struct {
 	topics map[string]*replica // by topic name
 	closed bool
 
-	pulls    puller
-	spreadAt atomic.Int64 // unix ns of the last spread (sync.go)
-	book     book
-	mdns     io.Closer // nil unless Config.MDNS
+	pulls     puller
+	spreadAt  atomic.Int64 // unix ns of the last spread (sync.go)
+	spreadDue atomic.Bool  // a spread waits for the pause to end
+	book      book
+	mdns      io.Closer // nil unless Config.MDNS
 
 	ctx    context.Context
 	cancel context.CancelFunc

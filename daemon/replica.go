@@ -218,6 +218,7 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 	close(rp.notify)
 	rp.notify = make(chan struct{})
 	rp.takeKeysLocked(res)
+	rp.rotateAfterLeaveLocked(res)
 	if res.Members {
 		added := rp.refreshMembers()
 		rp.started.Store(rp.r.HasGenesis())

@@ -192,7 +192,7 @@ func (n *Node) pullOnce(ctx context.Context, id peer.ID) (again bool, err error)
 	}
 	if applied > 0 {
 		n.log.Info("caught up", "peer", id, "ops", applied, "duration", time.Since(start))
-		n.spread(id)
+		n.spread()
 	}
 	return again, nil
 }
@@ -204,15 +204,29 @@ const spreadEvery = time.Second
 // the other connected members for their news, and each, seeing in the ask
 // that this node is ahead of it, fetches what it lacks in turn. It runs
 // at most once per spreadEvery: under a steady load gossip carries nearly
-// everything, and periodic catch-up the rest.
-func (n *Node) spread(from peer.ID) {
+// everything, and periodic catch-up the rest. A spread asked for within
+// the pause runs at its end, once.
+func (n *Node) spread() {
 	now := time.Now().UnixNano()
 	last := n.spreadAt.Load()
-	if now-last < int64(spreadEvery) || !n.spreadAt.CompareAndSwap(last, now) {
+	if wait := time.Duration(last + int64(spreadEvery) - now); wait > 0 {
+		if n.spreadDue.CompareAndSwap(false, true) {
+			n.spawn(func() {
+				select {
+				case <-n.ctx.Done():
+				case <-time.After(wait):
+					n.spreadDue.Store(false)
+					n.spread()
+				}
+			})
+		}
+		return
+	}
+	if !n.spreadAt.CompareAndSwap(last, now) {
 		return
 	}
 	for _, id := range n.host.Network().Peers() {
-		if id != from && n.isMemberAnywhere(id) {
+		if n.isMemberAnywhere(id) {
 			n.wantPull(id)
 		}
 	}

@@ -153,7 +153,7 @@ func (rp *replica) publish(op *crdt.Op) {
 	if len(rp.topic.ListPeers()) == 0 {
 		// Nobody hears gossip here yet (a connection is new, say): let
 		// catch-up carry the op.
-		rp.n.spread("")
+		rp.n.spread()
 	}
 	if err := rp.topic.Publish(ctx, op.Bytes()); err != nil && ctx.Err() == nil {
 		// Gossip may lose ops; catch-up brings this one to the others.
