@@ -28,6 +28,11 @@ func (r *Realm) store(b *Batch, op *Op, res *Result) error {
 			return o.Stamp().Compare(s)
 		})
 		r.mship = slices.Insert(r.mship, i, op)
+		if e, ok := op.Body.(*Epoch); ok {
+			if o, ok := r.ring.(EpochObserver); ok {
+				o.EpochStarted(e)
+			}
+		}
 		return r.rebuildACL(b, res)
 	}
 	key, ok := objectOf(op.Body)

@@ -107,9 +107,11 @@
 // signatures, and membership ops (which every replica must judge, and
 // which carry the keys of new epochs sealed to each member) are never
 // sealed. A received sealed op is opened once it is next in its chain; if
-// the keyring lacks its epoch's key, it is held back like an op ahead of
-// a gap, and Tick applies it once the key is there. A sealed body that
-// does not open under its key is refused as malformed. Stored ops keep
+// no key the keyring has for its epoch opens it, it is held back like an
+// op ahead of a gap, and Tick applies it once a key that opens it is
+// there (an epoch can have two keys when two admins start it at once, and
+// the second may come with a later range). A keyring that is also an
+// EpochObserver hears of each Epoch op as it is stored. Stored ops keep
 // their sealed encoding; the materialised state is in the clear, on the
 // member's own disk.
 //

@@ -49,6 +49,13 @@ func (*Sealed) Kind() Kind { return KindSealed }
 
 func (b *Sealed) encode(w *writer) { w.u8(uint8(b.Inner)); w.fixed(b.Nonce[:]); w.bytes(b.Box) }
 
+// EpochObserver is a Keyring that wants to hear of each Epoch op as it is
+// stored, so that it can open the key sealed to its node at once: the ops
+// that follow in the same call may be sealed with it.
+type EpochObserver interface {
+	EpochStarted(e *Epoch)
+}
+
 // isData reports whether ops of kind k write objects: the kinds that are
 // sealed.
 func isData(k Kind) bool {
@@ -74,12 +81,16 @@ func (r *Realm) epochKeys(n uint32) []*EpochKey {
 	return r.ring.EpochKeys(n)
 }
 
-// locked reports whether op is sealed with a key this replica lacks.
+// locked reports whether op is sealed and none of the keys this replica
+// has for its epoch opens it; when one does, it opens the op in place. An
+// epoch may gain a key later (another admin's, which a later op of the
+// same range or catch-up brings), so such an op waits rather than being
+// refused.
 func (r *Realm) locked(op *Op) bool {
 	if _, ok := op.Body.(*Sealed); !ok {
 		return false
 	}
-	return len(r.epochKeys(op.Epoch)) == 0
+	return op.open(r.epochKeys(op.Epoch)) != nil
 }
 
 // sealedAD is the data the seal authenticates besides the body: the op's

@@ -33,11 +33,47 @@ const keysPrefix = "keys/"
 // maxEpochs bounds the keys of one realm that a node keeps and hands over.
 const maxEpochs = invite.MaxKeys
 
-// keyring is a replica's epoch keys; it implements crdt.Keyring.
+// keyring is a replica's epoch keys; it implements crdt.Keyring and
+// crdt.EpochObserver.
 type keyring struct {
-	mu   sync.Mutex
-	keys map[uint32][]*crdt.EpochKey
-	n    int
+	realm crdt.RealmID
+	self  crdt.PublicKey
+	priv  ed25519.PrivateKey
+
+	mu    sync.Mutex
+	keys  map[uint32][]*crdt.EpochKey
+	n     int
+	fresh []crdt.RealmKey // opened from Epoch ops, not stored yet
+}
+
+// EpochStarted opens the key of a new epoch sealed to this node, if there
+// is one, and keeps it; the replica stores it after the engine call.
+func (k *keyring) EpochStarted(e *crdt.Epoch) {
+	for _, sk := range e.Keys {
+		if sk.Member != k.self {
+			continue
+		}
+		key, err := openKeyBox(k.priv, sk.Box, k.realm, e.Number)
+		if err != nil {
+			return // not for us after all; the op stays, without a key here
+		}
+		rk := crdt.RealmKey{Epoch: e.Number, Key: *key}
+		k.mu.Lock()
+		if k.add(rk) {
+			k.fresh = append(k.fresh, rk)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// store puts the keys opened since the last call into a batch.
+func (k *keyring) store(b *crdt.Batch) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, rk := range k.fresh {
+		b.Put(keyKey(k.realm, rk), rk.Key[:])
+	}
+	k.fresh = nil
 }
 
 func (k *keyring) EpochKeys(n uint32) []*crdt.EpochKey {
@@ -92,7 +128,7 @@ func (k *keyring) add(rk crdt.RealmKey) bool {
 
 // loadKeys reads the stored keys of a realm.
 func (n *Node) loadKeys(realm crdt.RealmID) (*keyring, error) {
-	k := &keyring{keys: make(map[uint32][]*crdt.EpochKey)}
+	k := &keyring{realm: realm, self: n.self, priv: n.priv, keys: make(map[uint32][]*crdt.EpochKey)}
 	prefix := keysPrefix + realm.String() + "/"
 	var bad error
 	err := n.st.Scan(prefix, "", func(key string, val []byte) bool {

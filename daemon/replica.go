@@ -217,7 +217,7 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 	}
 	close(rp.notify)
 	rp.notify = make(chan struct{})
-	rp.takeKeysLocked(res)
+	rp.takeKeysLocked()
 	rp.rotateAfterLeaveLocked(res)
 	if res.Members {
 		added := rp.refreshMembers()
@@ -226,37 +226,16 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 	}
 }
 
-// takeKeysLocked opens the epoch keys sealed to this node in the Epoch ops
-// just stored, and keeps them; the engine then applies what waited for
-// them at the next tick. The caller holds rp.mu.
-func (rp *replica) takeKeysLocked(res *crdt.Result) {
-	n := rp.n
-	var keys []crdt.RealmKey
-	for _, op := range res.Stored {
-		e, ok := op.Body.(*crdt.Epoch)
-		if !ok {
-			continue
-		}
-		for _, sk := range e.Keys {
-			if sk.Member != n.self {
-				continue
-			}
-			key, err := openKeyBox(n.priv, sk.Box, rp.id, e.Number)
-			if err != nil {
-				n.log.Warn("epoch key sealed to this node does not open", "realm", rp.id,
-					"epoch", e.Number, "err", err)
-				continue
-			}
-			keys = append(keys, crdt.RealmKey{Epoch: e.Number, Key: *key})
-		}
-	}
-	if len(keys) == 0 {
+// takeKeysLocked stores the epoch keys that the keyring opened from the
+// Epoch ops just stored. The caller holds rp.mu.
+func (rp *replica) takeKeysLocked() {
+	b := crdt.NewBatch()
+	rp.ring.store(b)
+	if b.Len() == 0 {
 		return
 	}
-	b := crdt.NewBatch()
-	rp.ring.put(b, rp.id, keys)
-	if _, err := n.st.Queue(b); err != nil {
-		n.storeFailed(err)
+	if _, err := rp.n.st.Queue(b); err != nil {
+		rp.n.storeFailed(err)
 	}
 }
 
