@@ -28,6 +28,17 @@ func offer(t *testing.T, a *Node, id crdt.RealmID, role crdt.Role, uses uint16) 
 	return got
 }
 
+// invited has each node accept an offer of a's realm for role.
+func invited(t *testing.T, a *Node, id crdt.RealmID, role crdt.Role, nodes ...*Node) {
+	t.Helper()
+	o := offer(t, a, id, role, uint16(len(nodes)))
+	for _, n := range nodes {
+		if _, err := n.Accept(context.Background(), o); err != nil {
+			t.Fatalf("%s accepts: %v", n.cfg.Name, err)
+		}
+	}
+}
+
 func role(t *testing.T, n *Node, id crdt.RealmID, of *Node) crdt.Role {
 	t.Helper()
 	var r crdt.Role
@@ -311,12 +322,7 @@ func TestMembership(t *testing.T) {
 	ctx := context.Background()
 	a, b, c, d := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "c"), newTestNode(t, "d")
 	id := createRealm(t, a, "members")
-	o := offer(t, a, id, crdt.RoleWriter, 3)
-	for _, n := range []*Node{b, c, d} {
-		if _, err := n.Accept(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	invited(t, a, id, crdt.RoleWriter, b, c, d)
 	converge(t, id, a, b, c, d)
 
 	if err := a.SetRole(ctx, id, b.Author(), crdt.RoleAdmin); err != nil {

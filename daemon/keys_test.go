@@ -74,12 +74,7 @@ func TestRemovedCannotRead(t *testing.T) {
 	ctx := context.Background()
 	a, b, c := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "c")
 	id := createRealm(t, a, "sealed")
-	o := offer(t, a, id, crdt.RoleWriter, 2)
-	for _, n := range []*Node{b, c} {
-		if _, err := n.Accept(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	invited(t, a, id, crdt.RoleWriter, b, c)
 	if _, err := a.Write(ctx, id, message("before the removal")); err != nil {
 		t.Fatal(err)
 	}
@@ -191,12 +186,7 @@ func TestLeaveRotates(t *testing.T) {
 	ctx := context.Background()
 	a, b, c := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "c")
 	id := createRealm(t, a, "leaving")
-	o := offer(t, a, id, crdt.RoleWriter, 2)
-	for _, n := range []*Node{b, c} {
-		if _, err := n.Accept(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	invited(t, a, id, crdt.RoleWriter, b, c)
 	converge(t, id, a, b, c)
 	if err := c.Leave(ctx, id); err != nil {
 		t.Fatal(err)
