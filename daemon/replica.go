@@ -220,8 +220,9 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 	rp.takeKeysLocked()
 	rp.rotateAfterLeaveLocked(res)
 	if res.Members {
-		added := rp.refreshMembers()
+		added, removed := rp.refreshMembers()
 		rp.started.Store(rp.r.HasGenesis())
+		rp.cutOffLocked(removed)
 		rp.n.spawn(func() { rp.reconcile(added) })
 	}
 }
@@ -248,7 +249,7 @@ func (rp *replica) changed() <-chan struct{} {
 // refreshMembers rebuilds the member set the gossip filters read, and
 // returns the peers that were not members before. The caller holds rp.mu
 // (or has not published rp yet).
-func (rp *replica) refreshMembers() (added []peer.ID) {
+func (rp *replica) refreshMembers() (added, removed []peer.ID) {
 	old := rp.members.Load()
 	m := make(map[peer.ID]bool)
 	for _, mem := range rp.r.Members() {
@@ -261,8 +262,33 @@ func (rp *replica) refreshMembers() (added []peer.ID) {
 			added = append(added, id)
 		}
 	}
+	if old != nil {
+		for id := range *old {
+			if !m[id] {
+				removed = append(removed, id)
+			}
+		}
+	}
 	rp.members.Store(&m)
-	return added
+	return added, removed
+}
+
+// cutOffLocked closes the connections of peers that stopped being members
+// at once, before anything else is written or published: their
+// subscription to the realm's topic goes with the connection, so not one
+// more op is sent to them. A peer still a member of another realm held
+// here is left to reconcile. The caller holds rp.mu.
+func (rp *replica) cutOffLocked(removed []peer.ID) {
+	n := rp.n
+	for _, id := range removed {
+		if id == n.host.ID() || n.isMemberAnywhere(id) ||
+			n.host.Network().Connectedness(id) != network.Connected {
+			continue
+		}
+		n.log.Info("peer left realm", "realm", rp.id, "peer", id)
+		n.cm.Unprotect(id, protectTag)
+		n.host.Network().ClosePeer(id)
+	}
 }
 
 func (rp *replica) isMember(id peer.ID) bool {
