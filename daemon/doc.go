@@ -114,8 +114,10 @@
 // <epoch>" in its datastore, never in the log in the clear. The creator
 // makes the key of epoch 0; the honouring node hands every key it has to
 // an invitee in the acceptance response, over the stream that libp2p
-// encrypts to the invitee's key. Removing a member starts a new epoch: a
-// fresh key, sealed to each remaining member (X25519 from the member's
+// encrypts to the invitee's key. Removing a member starts a new epoch,
+// and so does a member's leaving (an admin node that sees it starts one
+// after a short pause, unless another did): a fresh key, sealed to each
+// remaining member (X25519 from the member's
 // ed25519 key, an ephemeral key, HKDF-SHA256, XChaCha20-Poly1305) inside
 // an Epoch op. Each member opens its own box when the op arrives; the
 // removed member has none, and cannot read anything written in the new
