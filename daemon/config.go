@@ -67,7 +67,7 @@ type Config struct {
 	// and a connection gater (to cut the network apart).
 	gossipOpts []pubsub.Option
 	gater      connmgr.ConnectionGater
-	onApplied  func([]*crdt.Op) // ops from peers, once applied; must not block
+	onApplied  func(ops []*crdt.Op, ranged bool) // ops from peers, once applied; must not block
 }
 
 // validate returns one error per broken rule, joined.

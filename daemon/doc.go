@@ -58,12 +58,19 @@
 // A frame is a big-endian uint32 length n (1 ≤ n ≤ maxFrame, 2 MiB), a
 // type byte, and n-1 bytes of payload:
 //
-//	ask   (1): version (1), realm count (uint16, ≤ 4096), then per realm:
+//	ask   (1): version (1), flags (1: bit 0 push, the others zero), realm
+//	           count (uint16, ≤ 4096), then per realm:
 //	           realm id (32), author count (uint32, ≤ 65536), then per
 //	           author: author key (32), highest contiguous seq (uint64)
 //	range (2): realm id (32), op count (uint16, 1..1024), then per op:
 //	           length (uint32, ≤ crdt.MaxOpSize) and the op's bytes
 //	done  (3): empty
+//
+// Gossip does not carry what catch-up brought, nor what was written while
+// no member was in the topic: then the node "spreads" (at most once a
+// second): it asks each connected member with the push flag, and a peer
+// that sees in a pushed ask that the asker holds ops it lacks pulls from
+// the asker in turn.
 //
 // The peer answers only for realms in which the asker is a member, and
 // says nothing of the others. For each author it holds more of than the

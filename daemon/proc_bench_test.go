@@ -88,14 +88,16 @@ func (w wire) report(b *testing.B, ops int) {
 	b.ReportMetric(float64(bytes-tcpHeader*packets)/float64(ops), "payload-bytes/op")
 }
 
-// latencies collects and sorts what the nodes measured.
-func latencies(procs ...*proc) []float64 {
-	var all []float64
+// latencies collects and sorts what the nodes measured, and counts the
+// ops that came by catch-up rather than gossip.
+func latencies(procs ...*proc) (all []float64, caughtUp int) {
 	for _, p := range procs {
-		all = append(all, p.call(request{Op: "latencies"}).Latencies...)
+		rep := p.call(request{Op: "latencies"})
+		all = append(all, rep.Latencies...)
+		caughtUp += rep.Count
 	}
 	slices.Sort(all)
-	return all
+	return all, caughtUp
 }
 
 // BenchmarkProcLive: a writes 1,000 chat messages at 100 ops/s; each is
@@ -110,7 +112,7 @@ func BenchmarkProcLive(b *testing.B) {
 	converged(b, realm, a, bb)
 	a.call(request{Op: "write", Realm: realm, Count: 50, Rate: rate}) // the mesh forms
 	converged(b, realm, a, bb)
-	latencies(bb)
+	latencies(bb) // forget the warm-up
 
 	b.ResetTimer()
 	before := loopback(b)
@@ -119,13 +121,14 @@ func BenchmarkProcLive(b *testing.B) {
 	before.report(b, ops)
 	b.StopTimer()
 
-	lat := latencies(bb)
+	lat, caught := latencies(bb)
 	slices.Sort(w.Acks)
 	b.ReportMetric(percentile(w.Acks, 50), "ack-p50-ms")
 	b.ReportMetric(percentile(lat, 50), "p50-ms")
 	b.ReportMetric(percentile(lat, 99), "p99-ms")
 	b.ReportMetric(percentile(lat, 100), "max-ms")
 	b.ReportMetric(float64(len(lat))/ops, "delivered")
+	b.ReportMetric(float64(caught)/ops, "by-catch-up")
 	b.ReportMetric(float64(w.OpBytes), "op-bytes")
 }
 
@@ -168,12 +171,13 @@ func BenchmarkProcTwenty(b *testing.B) {
 	converged(b, realm, procs...)
 	b.StopTimer()
 
-	lat := latencies(procs...)
+	lat, caught := latencies(procs...)
 	want := nodes * perNode * (nodes - 1)
 	b.ReportMetric(percentile(lat, 50), "p50-ms")
 	b.ReportMetric(percentile(lat, 99), "p99-ms")
 	b.ReportMetric(percentile(lat, 100), "max-ms")
 	b.ReportMetric(float64(len(lat))/float64(want), "delivered")
+	b.ReportMetric(float64(caught)/float64(want), "by-catch-up")
 }
 
 // BenchmarkProcCatchUp: b, admitted but not connected, misses 100,000

@@ -63,8 +63,8 @@ type reply struct {
 	Digest    string    `json:"digest,omitempty"`
 	Latencies []float64 `json:"latencies,omitempty"` // ms, from a write's start to its arrival here
 	Elapsed   float64   `json:"elapsed,omitempty"`   // ms
-	Count     int       `json:"count,omitempty"`
-	OpBytes   int       `json:"op_bytes,omitempty"` // size of the last op written
+	Count     int       `json:"count,omitempty"`     // latencies: how many came by catch-up
+	OpBytes   int       `json:"op_bytes,omitempty"`  // size of the last op written
 	Keys      keysJSON  `json:"keys,omitempty"`
 	Acks      []float64 `json:"acks,omitempty"` // ms, from each paced write's start to its ack
 }
@@ -75,6 +75,7 @@ type child struct {
 
 	mu        sync.Mutex
 	latencies []float64
+	caughtUp  int // of them, how many came by catch-up
 }
 
 func runChild(dir string, in io.Reader, out io.Writer) error {
@@ -94,12 +95,11 @@ func runChild(dir string, in io.Reader, out io.Writer) error {
 			With("node", os.Getenv(childEnv+"_NAME"))
 	}
 	n, err := New(Config{
-		Logger:       logger,
-		DataDir:      dir,
-		Listen:       []string{"/ip4/127.0.0.1/tcp/0"},
-		Name:         os.Getenv(childEnv + "_NAME"),
-		SyncInterval: time.Second,
-		onApplied:    c.arrived,
+		Logger:    logger,
+		DataDir:   dir,
+		Listen:    []string{"/ip4/127.0.0.1/tcp/0"},
+		Name:      os.Getenv(childEnv + "_NAME"),
+		onApplied: c.arrived,
 	})
 	if err != nil {
 		return err
@@ -129,7 +129,7 @@ func runChild(dir string, in io.Reader, out io.Writer) error {
 
 // arrived notes when the chat messages of other nodes arrive. A
 // message's id starts with the time its write started, in ns.
-func (c *child) arrived(ops []*crdt.Op) {
+func (c *child) arrived(ops []*crdt.Op, ranged bool) {
 	now := time.Now().UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -141,6 +141,9 @@ func (c *child) arrived(ops []*crdt.Op) {
 		t0, err := strconv.ParseInt(strings.SplitN(s.ID, "-", 2)[0], 10, 64)
 		if err == nil {
 			c.latencies = append(c.latencies, float64(now-t0)/1e6)
+			if ranged {
+				c.caughtUp++
+			}
 		}
 	}
 }
@@ -203,9 +206,9 @@ func (c *child) do(req request) (reply, error) {
 	case "latencies":
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		l := c.latencies
-		c.latencies = nil
-		return reply{Latencies: l, Count: len(l)}, nil
+		l, k := c.latencies, c.caughtUp
+		c.latencies, c.caughtUp = nil, 0
+		return reply{Latencies: l, Count: k}, nil
 	case "digest":
 		var d crdt.Hash
 		err := n.View(realm, func(r *crdt.Realm) error { d = r.Digest(); return nil })

@@ -152,7 +152,7 @@ func (rp *replica) apply(ops []*crdt.Op, ranged bool) (*crdt.Result, error) {
 	if res != nil {
 		rp.changedLocked(res)
 		if f := rp.n.cfg.onApplied; f != nil && len(res.Stored) > 0 {
-			f(res.Stored)
+			f(res.Stored, ranged)
 		}
 	}
 	return res, err

@@ -35,13 +35,19 @@ const (
 // runs makes it go once more when it ends.
 type puller struct {
 	mu      sync.Mutex
-	running map[peer.ID]bool // value: another round is due
+	running map[peer.ID]*pullDue
+}
+
+// pullDue is what the requests for a peer's next round asked for.
+type pullDue struct {
+	again bool // another round is due
+	push  bool // tell the peer this node has news (see spread)
 }
 
 // startSync registers the protocol and its triggers: a pull from each
 // member that connects, and from every connected member each interval.
 func (n *Node) startSync() {
-	n.pulls.running = make(map[peer.ID]bool)
+	n.pulls.running = make(map[peer.ID]*pullDue)
 	n.host.SetStreamHandler(syncProtocol, n.serveSync)
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
@@ -87,36 +93,47 @@ func (n *Node) sharesRealm(id peer.ID) bool {
 
 // wantPull starts a catch-up from id, or asks the one running for another
 // round.
-func (n *Node) wantPull(id peer.ID) {
+func (n *Node) wantPull(id peer.ID) { n.requestPull(id, false) }
+
+// pushTo is wantPull with news: the ask tells id that this node may be
+// ahead of it, and id pulls from this node in turn if so.
+func (n *Node) pushTo(id peer.ID) { n.requestPull(id, true) }
+
+func (n *Node) requestPull(id peer.ID, push bool) {
 	n.pulls.mu.Lock()
 	defer n.pulls.mu.Unlock()
-	if _, ok := n.pulls.running[id]; ok {
-		n.pulls.running[id] = true
+	if due := n.pulls.running[id]; due != nil {
+		due.again, due.push = true, due.push || push
 		return
 	}
-	n.pulls.running[id] = false
+	due := &pullDue{push: push}
+	n.pulls.running[id] = due
 	n.spawn(func() {
 		for {
-			if err := n.pull(n.ctx, id); err != nil && n.ctx.Err() == nil {
+			n.pulls.mu.Lock()
+			push := due.push
+			due.again, due.push = false, false
+			n.pulls.mu.Unlock()
+
+			if err := n.pull(n.ctx, id, push); err != nil && n.ctx.Err() == nil {
 				n.log.Debug("catch-up failed", "peer", id, "err", err)
 			}
+
 			n.pulls.mu.Lock()
-			again := n.pulls.running[id]
-			if !again || n.ctx.Err() != nil {
+			if !due.again || n.ctx.Err() != nil {
 				delete(n.pulls.running, id)
 				n.pulls.mu.Unlock()
 				return
 			}
-			n.pulls.running[id] = false
 			n.pulls.mu.Unlock()
 		}
 	})
 }
 
 // pull runs catch-up rounds with id until nothing waits on a grant.
-func (n *Node) pull(ctx context.Context, id peer.ID) error {
+func (n *Node) pull(ctx context.Context, id peer.ID, push bool) error {
 	for range syncRounds {
-		again, err := n.pullOnce(ctx, id)
+		again, err := n.pullOnce(ctx, id, push)
 		if err != nil || !again {
 			return err
 		}
@@ -127,8 +144,9 @@ func (n *Node) pull(ctx context.Context, id peer.ID) error {
 // pullOnce asks id for what this node lacks and applies what comes back.
 // It reports whether some range was refused for want of a grant that
 // another range brought, so that another round may take it.
-func (n *Node) pullOnce(ctx context.Context, id peer.ID) (again bool, err error) {
+func (n *Node) pullOnce(ctx context.Context, id peer.ID, push bool) (again bool, err error) {
 	a := n.askFor(id)
+	a.push = push
 	if len(a.realms) == 0 {
 		return false, nil
 	}
@@ -227,7 +245,7 @@ func (n *Node) spread() {
 	}
 	for _, id := range n.host.Network().Peers() {
 		if n.isMemberAnywhere(id) {
-			n.wantPull(id)
+			n.pushTo(id)
 		}
 	}
 }
@@ -287,7 +305,7 @@ func (n *Node) serveSync(s network.Stream) {
 		if err != nil || !rp.isMember(from) {
 			continue // never say what realms are held to a non-member
 		}
-		ahead = ahead || rp.behind(rv.vv)
+		ahead = ahead || a.push && rp.behind(rv.vv)
 		k, err := rp.serve(w, rv.vv, func() { s.SetWriteDeadline(time.Now().Add(syncIdle)) })
 		sent += k
 		if err != nil {

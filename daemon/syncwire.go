@@ -31,8 +31,12 @@ var errFrame = errors.New("bad catch-up frame")
 
 // ask is the catch-up request: per realm, what the asker holds.
 type ask struct {
+	push   bool // the asker has news: pull from it in turn if it is ahead
 	realms []realmVV
 }
+
+// askPush is the ask's flag bit for push.
+const askPush = 1
 
 type realmVV struct {
 	id crdt.RealmID
@@ -73,7 +77,11 @@ func readFrame(r io.Reader) (typ byte, payload []byte, err error) {
 }
 
 func (a *ask) encode() []byte {
-	b := []byte{syncVersion}
+	var flags byte
+	if a.push {
+		flags |= askPush
+	}
+	b := []byte{syncVersion, flags}
 	b = binary.BigEndian.AppendUint16(b, uint16(len(a.realms)))
 	for _, rv := range a.realms {
 		b = append(b, rv.id[:]...)
@@ -88,15 +96,18 @@ func (a *ask) encode() []byte {
 
 // decodeAsk parses an ask frame's payload.
 func decodeAsk(b []byte) (*ask, error) {
-	if len(b) < 3 || b[0] != syncVersion {
+	if len(b) < 4 || b[0] != syncVersion {
 		return nil, fmt.Errorf("%w: ask of version %v", errFrame, b[:min(1, len(b))])
 	}
-	nr := int(binary.BigEndian.Uint16(b[1:3]))
+	if b[1]&^askPush != 0 {
+		return nil, fmt.Errorf("%w: ask flags %#x", errFrame, b[1])
+	}
+	nr := int(binary.BigEndian.Uint16(b[2:4]))
 	if nr > maxRealmsPerAsk {
 		return nil, fmt.Errorf("%w: %d realms", errFrame, nr)
 	}
-	b = b[3:]
-	a := &ask{}
+	a := &ask{push: b[1]&askPush != 0}
+	b = b[4:]
 	seen := make(map[crdt.RealmID]bool, nr)
 	for range nr {
 		if len(b) < 32+4 {
