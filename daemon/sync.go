@@ -174,6 +174,9 @@ func (n *Node) pullOnce(ctx context.Context, id peer.ID, push bool) (again bool,
 	for {
 		s.SetReadDeadline(time.Now().Add(syncIdle))
 		typ, payload, err := readFrame(r)
+		if errors.Is(err, errFrame) {
+			return again, n.cutOff(s, id, err)
+		}
 		if err != nil {
 			return again, fmt.Errorf("catch-up from %s: %w", id, err)
 		}
