@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -480,5 +482,77 @@ func TestRemovedMemberCutOff(t *testing.T) {
 		if slices.Contains(rp.topic.ListPeers(), b.ID()) {
 			t.Errorf("%s still counts b in the realm's topic", n.cfg.Name)
 		}
+	}
+}
+
+// TestSyncGarbageCutOff: a peer that speaks the catch-up protocol badly is
+// cut off, whether it asks (a frame too long, an ask that does not
+// decode) or answers (a range that does not decode), and nothing it sent
+// is kept.
+func TestSyncGarbageCutOff(t *testing.T) {
+	ctx := context.Background()
+	a := newTestNode(t, "a")
+	id := createRealm(t, a, "guarded")
+	before := digest(t, a, id)
+
+	asks := map[string][]byte{
+		"frame too long": {0xff, 0xff, 0xff, 0xff, frameAsk},
+		"ask of garbage": {0, 0, 0, 4, frameAsk, 9, 9, 9},
+		"not an ask":     {0, 0, 0, 1, frameRange},
+	}
+	for name, junk := range asks {
+		t.Run("asker/"+name, func(t *testing.T) {
+			h, _ := outsider(t, false)
+			if err := h.Connect(ctx, peer.AddrInfo{ID: a.ID(), Addrs: a.host.Addrs()}); err != nil {
+				t.Fatal(err)
+			}
+			s, err := h.NewStream(ctx, a.ID(), syncProtocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Write(junk)
+			s.CloseWrite()
+			waitDisconnected(t, h, a.ID())
+		})
+	}
+
+	t.Run("answerer", func(t *testing.T) {
+		// A member whose node answers every ask with a range that does
+		// not decode.
+		h, _ := outsider(t, false)
+		author, ok := authorOf(h.ID())
+		if !ok {
+			t.Fatal("the outsider's key is not ed25519")
+		}
+		if _, err := a.Write(ctx, id, &crdt.Grant{Member: author, Role: crdt.RoleWriter, FromSeq: 1}); err != nil {
+			t.Fatal(err)
+		}
+		before = digest(t, a, id)
+		h.SetStreamHandler(syncProtocol, func(s network.Stream) {
+			defer s.Close()
+			w := bufio.NewWriter(s)
+			bad := append(id[:], 0, 1, 0, 0, 0, 3, 1, 2, 3)
+			writeFrame(w, frameRange, bad)
+			w.Flush()
+		})
+		if err := h.Connect(ctx, peer.AddrInfo{ID: a.ID(), Addrs: a.host.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+		waitDisconnected(t, h, a.ID())
+	})
+	if digest(t, a, id) != before {
+		t.Error("something a bad peer sent was kept")
+	}
+}
+
+// waitDisconnected waits until h has no connection to id.
+func waitDisconnected(t *testing.T, h host.Host, id peer.ID) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for h.Network().Connectedness(id) == network.Connected {
+		if time.Now().After(deadline) {
+			t.Fatal("the bad peer is still connected")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

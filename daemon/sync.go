@@ -287,6 +287,10 @@ func (n *Node) serveSync(s network.Stream) {
 	from := s.Conn().RemotePeer()
 	s.SetDeadline(time.Now().Add(syncIdle))
 	typ, payload, err := readFrame(bufio.NewReader(io.LimitReader(s, maxFrame+frameHeaderLength)))
+	if errors.Is(err, errFrame) {
+		n.cutOff(s, from, err)
+		return
+	}
 	if err != nil {
 		n.log.Debug("catch-up ask unread", "peer", from, "err", err)
 		s.Reset()
