@@ -45,6 +45,7 @@ type Sealed struct {
 	Box   []byte                            // the body's encoding, sealed
 }
 
+// Kind returns KindSealed; the sealed body's own kind is Inner.
 func (*Sealed) Kind() Kind { return KindSealed }
 
 func (b *Sealed) encode(w *writer) { w.u8(uint8(b.Inner)); w.fixed(b.Nonce[:]); w.bytes(b.Box) }

@@ -127,10 +127,13 @@ func opID(m *pb.Message) string {
 // that are not (replica.dropNonMembers).
 type memberFilter struct{ n *Node }
 
+// CanSubscribe lets this node subscribe to realm topics only.
 func (f memberFilter) CanSubscribe(topic string) bool {
 	return strings.HasPrefix(topic, topicPrefix)
 }
 
+// FilterIncomingSubscriptions keeps the subscriptions of members (and
+// every leaving) and drops the rest.
 func (f memberFilter) FilterIncomingSubscriptions(from peer.ID, subs []*pb.RPC_SubOpts) ([]*pb.RPC_SubOpts, error) {
 	if len(subs) > maxSubsPerRPC {
 		return nil, fmt.Errorf("%d subscriptions in one message", len(subs))

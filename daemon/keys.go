@@ -76,6 +76,7 @@ func (k *keyring) store(b *crdt.Batch) {
 	k.fresh = nil
 }
 
+// EpochKeys returns the keys of epoch n held here.
 func (k *keyring) EpochKeys(n uint32) []*crdt.EpochKey {
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -29,6 +29,8 @@ func (n *Node) startMDNS() error {
 // notes that other nodes exist, and never dials a stranger.
 type lanFinder struct{ n *Node }
 
+// HandlePeerFound dials a node found on the local network if it is a
+// member of a realm held here.
 func (f lanFinder) HandlePeerFound(ai peer.AddrInfo) {
 	n := f.n
 	if ai.ID == n.host.ID() || n.ctx.Err() != nil || !n.sharesRealm(ai.ID) {

@@ -165,6 +165,7 @@ type RefusedError struct {
 	Detail string
 }
 
+// Error says the code and why.
 func (e *RefusedError) Error() string { return fmt.Sprintf("offer refused: %s: %s", e.Code, e.Detail) }
 
 // Unwrap returns the package's error of the code, so that errors.Is and
@@ -183,6 +184,7 @@ type AddrError struct {
 	Err  string
 }
 
+// Error lists each address tried and what went wrong there.
 func (e *UnreachableError) Error() string {
 	s := ErrUnreachable.Error()
 	for _, a := range e.Tried {
