@@ -301,24 +301,36 @@ func (n *Node) nowMs() int64 { return n.cfg.Now().UnixMilli() }
 
 // tickLoop releases held-back ops whose time has come.
 func (n *Node) tickLoop() {
-	t := time.NewTicker(tickInterval)
+	n.every(tickInterval, func() {
+		for _, rp := range n.replicas() {
+			rp.tick()
+		}
+	})
+}
+
+// every calls fn each period until the node closes.
+func (n *Node) every(period time.Duration, fn func()) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
-		}
-		n.mu.RLock()
-		rps := make([]*replica, 0, len(n.realms))
-		for _, rp := range n.realms {
-			rps = append(rps, rp)
-		}
-		n.mu.RUnlock()
-		for _, rp := range rps {
-			rp.tick()
+			fn()
 		}
 	}
+}
+
+// replicas returns the realms held, in no order.
+func (n *Node) replicas() []*replica {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	rps := make([]*replica, 0, len(n.realms))
+	for _, rp := range n.realms {
+		rps = append(rps, rp)
+	}
+	return rps
 }
 
 // Close stops the node: it leaves the realm topics, stops every goroutine,

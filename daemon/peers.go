@@ -169,15 +169,9 @@ func (n *Node) isMemberAnywhere(id peer.ID) bool {
 
 // members returns every member of every realm held here but this node.
 func (n *Node) members() []peer.ID {
-	n.mu.RLock()
-	rps := make([]*replica, 0, len(n.realms))
-	for _, rp := range n.realms {
-		rps = append(rps, rp)
-	}
-	n.mu.RUnlock()
 	seen := make(map[peer.ID]bool)
 	var out []peer.ID
-	for _, rp := range rps {
+	for _, rp := range n.replicas() {
 		m := rp.members.Load()
 		if m == nil {
 			continue
@@ -220,23 +214,19 @@ func (n *Node) watchPeers() error {
 // redialLoop dials, now and every redialEvery, the members that are not
 // connected and whose addresses are known, each with its own backoff.
 func (n *Node) redialLoop() {
-	t := time.NewTicker(redialEvery)
-	defer t.Stop()
-	for {
-		for _, id := range n.members() {
-			if n.host.Network().Connectedness(id) == network.Connected {
-				continue
-			}
-			if len(n.host.Peerstore().Addrs(id)) == 0 || !n.dueForDial(id) {
-				continue
-			}
-			n.spawn(func() { n.redial(id) })
+	n.redialDue()
+	n.every(redialEvery, n.redialDue)
+}
+
+func (n *Node) redialDue() {
+	for _, id := range n.members() {
+		if n.host.Network().Connectedness(id) == network.Connected {
+			continue
 		}
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-t.C:
+		if len(n.host.Peerstore().Addrs(id)) == 0 || !n.dueForDial(id) {
+			continue
 		}
+		n.spawn(func() { n.redial(id) })
 	}
 }
 

@@ -61,20 +61,13 @@ func (n *Node) startSync() {
 }
 
 func (n *Node) syncLoop() {
-	t := time.NewTicker(n.cfg.SyncInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-t.C:
-		}
+	n.every(n.cfg.SyncInterval, func() {
 		for _, id := range n.host.Network().Peers() {
 			if n.sharesRealm(id) {
 				n.wantPull(id)
 			}
 		}
-	}
+	})
 }
 
 // sharesRealm reports whether id is a member of a realm held here, or
@@ -263,16 +256,11 @@ func (n *Node) cutOff(s network.Stream, id peer.ID, err error) error {
 
 // askFor lists, for the realms id may serve, what this node holds.
 func (n *Node) askFor(id peer.ID) *ask {
-	n.mu.RLock()
-	rps := make([]*replica, 0, len(n.realms))
-	for _, rp := range n.realms {
-		if rp.isMember(id) || !rp.started.Load() {
-			rps = append(rps, rp)
-		}
-	}
-	n.mu.RUnlock()
 	a := &ask{}
-	for _, rp := range rps {
+	for _, rp := range n.replicas() {
+		if !rp.isMember(id) && rp.started.Load() {
+			continue
+		}
 		rp.mu.Lock()
 		a.realms = append(a.realms, realmVV{id: rp.id, vv: rp.r.VersionVector()})
 		rp.mu.Unlock()
