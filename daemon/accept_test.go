@@ -100,9 +100,7 @@ func TestAcceptThroughOtherAdmin(t *testing.T) {
 	ctx := context.Background()
 	a, c, b := newTestNode(t, "a"), newTestNode(t, "c"), newTestNode(t, "b")
 	id := createRealm(t, a, "family")
-	admit(t, a, c, id, crdt.RoleAdmin)
-	connect(t, a, c)
-	converge(t, id, a, c)
+	joined(t, a, c, id, crdt.RoleAdmin)
 	o := offer(t, a, id, crdt.RoleReader, 1)
 	if len(o.Nodes) != 2 || o.Nodes[1].Key != c.Author() {
 		t.Fatalf("the offer names %d nodes, want a and c", len(o.Nodes))
@@ -203,9 +201,7 @@ func TestOfferAttenuation(t *testing.T) {
 	ctx := context.Background()
 	a, w, b := newTestNode(t, "a"), newTestNode(t, "w"), newTestNode(t, "b")
 	id := createRealm(t, a, "roles")
-	admit(t, a, w, id, crdt.RoleWriter)
-	connect(t, a, w)
-	converge(t, id, a, w)
+	joined(t, a, w, id, crdt.RoleWriter)
 	_, err := w.CreateOffer(id, crdt.RoleWriter, time.Hour, 1)
 	refusedWith(t, err, invite.ErrNotPermitted)
 
@@ -247,9 +243,7 @@ func TestLastUseAcrossPartition(t *testing.T) {
 	a, c := nt.add("a", time.Second), nt.add("c", time.Second)
 	b, d := nt.add("b", time.Second), nt.add("d", time.Second)
 	id := createRealm(t, a, "split")
-	admit(t, a, c, id, crdt.RoleAdmin)
-	connect(t, a, c)
-	converge(t, id, a, c)
+	joined(t, a, c, id, crdt.RoleAdmin)
 	o := offer(t, a, id, crdt.RoleWriter, 1)
 
 	nt.split([]*Node{a, b}, []*Node{c, d})

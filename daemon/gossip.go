@@ -145,7 +145,7 @@ func (f memberFilter) FilterIncomingSubscriptions(from peer.ID, subs []*pb.RPC_S
 			continue
 		}
 		rp := f.n.byTopic(s.GetTopicid())
-		if rp != nil && (rp.isMember(from) || !rp.started.Load()) {
+		if rp != nil && rp.shares(from) {
 			out = append(out, s)
 		}
 	}

@@ -165,9 +165,7 @@ func TestLateGrantResubscribes(t *testing.T) {
 	nt := newNet(t)
 	a, b, c := nt.add("a", noPeriodicSync), nt.add("b", noPeriodicSync), nt.add("c", noPeriodicSync)
 	id := createRealm(t, a, "late")
-	admit(t, a, b, id, crdt.RoleWriter)
-	connect(t, a, b)
-	converge(t, id, a, b)
+	joined(t, a, b, id, crdt.RoleWriter)
 
 	nt.split([]*Node{a}, []*Node{b})
 	admit(t, a, c, id, crdt.RoleWriter)

@@ -206,28 +206,19 @@ func (n *Node) JoinRealm(id crdt.RealmID, keys []crdt.RealmKey) error {
 	}
 	rp, err := n.replica(id)
 	if errors.Is(err, ErrNoRealm) {
-		b := crdt.NewBatch()
-		for _, k := range keys {
-			b.Put(keyKey(id, k), k.Key[:])
-		}
-		if err := n.st.Commit(n.ctx, b); err != nil {
-			return n.storeFailed(err)
-		}
-		r, err := crdt.Open(n.st, id)
-		if err != nil {
+		var r *crdt.Realm
+		if r, err = crdt.Open(n.st, id); err != nil {
 			return err
 		}
-		if _, err := n.addReplica(r); err != nil {
-			return err
-		}
-	} else if err != nil {
+		rp, err = n.addReplica(r)
+	}
+	if err != nil {
 		return err
-	} else {
-		b := crdt.NewBatch()
-		rp.ring.put(b, id, keys)
-		if err := n.st.Commit(n.ctx, b); err != nil {
-			return n.storeFailed(err)
-		}
+	}
+	b := crdt.NewBatch()
+	rp.ring.put(b, id, keys)
+	if err := n.st.Commit(n.ctx, b); err != nil {
+		return n.storeFailed(err)
 	}
 	for _, p := range n.host.Network().Peers() {
 		n.wantPull(p)
@@ -236,7 +227,7 @@ func (n *Node) JoinRealm(id crdt.RealmID, keys []crdt.RealmKey) error {
 }
 
 // Write makes body this node's next op in the realm and returns it once
-// it is durably stored; then it publishes it to the realm's members.
+// it is durably stored and handed to gossip for the realm's members.
 func (n *Node) Write(ctx context.Context, id crdt.RealmID, body crdt.Body) (*crdt.Op, error) {
 	rp, err := n.replica(id)
 	if err != nil {

@@ -82,6 +82,15 @@ func admit(t *testing.T, a, b *Node, id crdt.RealmID, role crdt.Role) {
 	}
 }
 
+// joined admits b to a's realm, connects them and waits until b holds
+// what a holds.
+func joined(t *testing.T, a, b *Node, id crdt.RealmID, role crdt.Role) {
+	t.Helper()
+	admit(t, a, b, id, role)
+	connect(t, a, b)
+	converge(t, id, a, b)
+}
+
 func digest(t *testing.T, n *Node, id crdt.RealmID) crdt.Hash {
 	t.Helper()
 	var d crdt.Hash
@@ -353,9 +362,7 @@ func TestCatchUpAfterOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := createRealm(t, a, "offline")
-	admit(t, a, b, id, crdt.RoleWriter)
-	connect(t, a, b)
-	converge(t, id, a, b)
+	joined(t, a, b, id, crdt.RoleWriter)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}

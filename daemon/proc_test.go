@@ -40,33 +40,30 @@ func TestMain(m *testing.M) {
 
 // request is one command to a child node.
 type request struct {
-	Op      string   `json:"op"`
-	Name    string   `json:"name,omitempty"`
-	Realm   string   `json:"realm,omitempty"`
-	Peer    string   `json:"peer,omitempty"`
-	Addrs   []string `json:"addrs,omitempty"`
-	Count   int      `json:"count,omitempty"`
-	Rate    float64  `json:"rate,omitempty"`    // ops/s; 0: as fast as Writers allow
-	Writers int      `json:"writers,omitempty"` // concurrent writers when Rate is 0
-	Keys    keysJSON `json:"keys,omitempty"`
+	Op      string          `json:"op"`
+	Name    string          `json:"name,omitempty"`
+	Realm   string          `json:"realm,omitempty"`
+	Peer    string          `json:"peer,omitempty"`
+	Addrs   []string        `json:"addrs,omitempty"`
+	Count   int             `json:"count,omitempty"`
+	Rate    float64         `json:"rate,omitempty"`    // ops/s; 0: as fast as Writers allow
+	Writers int             `json:"writers,omitempty"` // concurrent writers when Rate is 0
+	Keys    []crdt.RealmKey `json:"keys,omitempty"`
 }
-
-// keysJSON carries a realm's epoch keys between processes.
-type keysJSON []crdt.RealmKey
 
 // reply is a child's answer.
 type reply struct {
-	Err       string    `json:"err,omitempty"`
-	Peer      string    `json:"peer,omitempty"`
-	Addrs     []string  `json:"addrs,omitempty"`
-	Realm     string    `json:"realm,omitempty"`
-	Digest    string    `json:"digest,omitempty"`
-	Latencies []float64 `json:"latencies,omitempty"` // ms, from a write's start to its arrival here
-	Elapsed   float64   `json:"elapsed,omitempty"`   // ms
-	Count     int       `json:"count,omitempty"`     // latencies: how many came by catch-up
-	OpBytes   int       `json:"op_bytes,omitempty"`  // size of the last op written
-	Keys      keysJSON  `json:"keys,omitempty"`
-	Acks      []float64 `json:"acks,omitempty"` // ms, from each paced write's start to its ack
+	Err       string          `json:"err,omitempty"`
+	Peer      string          `json:"peer,omitempty"`
+	Addrs     []string        `json:"addrs,omitempty"`
+	Realm     string          `json:"realm,omitempty"`
+	Digest    string          `json:"digest,omitempty"`
+	Latencies []float64       `json:"latencies,omitempty"` // ms, from a write's start to its arrival here
+	Elapsed   float64         `json:"elapsed,omitempty"`   // ms
+	Count     int             `json:"count,omitempty"`     // latencies: how many came by catch-up
+	OpBytes   int             `json:"op_bytes,omitempty"`  // size of the last op written
+	Keys      []crdt.RealmKey `json:"keys,omitempty"`
+	Acks      []float64       `json:"acks,omitempty"` // ms, from each paced write's start to its ack
 }
 
 // child is the state of a node run as a child process.

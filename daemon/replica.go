@@ -285,15 +285,32 @@ func (rp *replica) cutOffLocked(removed []peer.ID) {
 			n.host.Network().Connectedness(id) != network.Connected {
 			continue
 		}
-		n.log.Info("peer left realm", "realm", rp.id, "peer", id)
-		n.cm.Unprotect(id, protectTag)
-		n.host.Network().ClosePeer(id)
+		rp.drop(id)
 	}
+}
+
+// drop closes the connections of a peer that is no longer a member of the
+// realm, and stops protecting them unless it is a member of another realm
+// held here.
+func (rp *replica) drop(id peer.ID) {
+	n := rp.n
+	n.log.Info("peer left realm", "realm", rp.id, "peer", id)
+	if !n.isMemberAnywhere(id) {
+		n.cm.Unprotect(id, protectTag)
+	}
+	n.host.Network().ClosePeer(id)
 }
 
 func (rp *replica) isMember(id peer.ID) bool {
 	m := rp.members.Load()
 	return m != nil && (*m)[id]
+}
+
+// shares reports whether the realm is one to exchange with id: id is a
+// member, or the realm's genesis op has not arrived, so that no member is
+// known yet and any peer may be the one that brings it.
+func (rp *replica) shares(id peer.ID) bool {
+	return rp.isMember(id) || !rp.started.Load()
 }
 
 // resubscribeWait is how long a new member's subscription may take to
@@ -319,11 +336,7 @@ func (rp *replica) reconcile(added []peer.ID) {
 		if rp.isMember(id) {
 			continue
 		}
-		n.log.Info("peer left realm", "realm", rp.id, "peer", id)
-		if !n.isMemberAnywhere(id) {
-			n.cm.Unprotect(id, protectTag)
-		}
-		n.host.Network().ClosePeer(id)
+		rp.drop(id)
 	}
 	var late []peer.ID // connected before this node held the realm
 	for _, id := range added {

@@ -77,7 +77,7 @@ func (n *Node) sharesRealm(id peer.ID) bool {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	for _, rp := range n.realms {
-		if rp.isMember(id) || !rp.started.Load() {
+		if rp.shares(id) {
 			return true
 		}
 	}
@@ -258,7 +258,7 @@ func (n *Node) cutOff(s network.Stream, id peer.ID, err error) error {
 func (n *Node) askFor(id peer.ID) *ask {
 	a := &ask{}
 	for _, rp := range n.replicas() {
-		if !rp.isMember(id) && rp.started.Load() {
+		if !rp.shares(id) {
 			continue
 		}
 		rp.mu.Lock()
