@@ -76,11 +76,11 @@ func (a *acl) roleAt(author PublicKey, seq uint64, frozen map[PublicKey]uint64) 
 // A revoke, leave or role change takes effect from a seq of the member's
 // chain. When the replay meets one that takes away the role a membership op
 // of that member needed, an op it had already applied (earlier in realm
-// order but at or after that seq in the member's chain), it marks that op
-// void and starts again. A change a member makes to itself takes effect
-// after the op that makes it, so that op is never voided by its own effect. Void marks only accumulate, so the replay ends
-// after at most len(ops) restarts, and the result depends on the set of ops
-// alone.
+// order but at or after that seq in the member's chain), it marks the
+// earliest such op void and starts again. A change a member makes to itself
+// takes effect after the op that makes it, so that op is never voided by
+// its own effect. Void marks only accumulate, so the replay ends after at
+// most len(ops) restarts, and the result depends on the set of ops alone.
 func buildACL(genesis *Op, ops []*Op, frozen map[PublicKey]uint64) *acl {
 	void := make(map[Stamp]bool)
 	for _, op := range ops {
@@ -124,15 +124,14 @@ func replay(genesis *Op, ops []*Op, void map[Stamp]bool, frozen map[PublicKey]ui
 		if !changed {
 			continue
 		}
-		again := false
+		// Only the earliest op that lost its role is voided before the
+		// replay starts again: voiding it may give a later one back the
+		// role it needed.
 		for _, prior := range applied[who] {
 			if prior.Seq >= from && !a.allows(prior, frozen) {
 				a.void[prior.Stamp()] = true
-				again = true
+				return a, true
 			}
-		}
-		if again {
-			return a, true
 		}
 	}
 	return a, false

@@ -81,8 +81,11 @@
 // takes away the role that a membership op of that member needed, an op
 // the replay had already applied (earlier in realm order, at or after the
 // change's seq in the member's chain, so the changing admin had not seen
-// it), that op is marked void and the replay starts again; void marks only
-// accumulate, so this ends. A revoke or role change that a member makes of
+// it), the earliest such op in realm order is marked void and the replay
+// starts again. Only that one: voiding it can undo the change that took
+// the role (in a cycle of admins revoking one another, say), and then the
+// member's later ops keep their effect. Void marks only accumulate, so
+// this ends. A revoke or role change that a member makes of
 // itself takes effect after the op that makes it, so that op keeps its
 // effect. The rule for concurrent admin actions
 // follows: when two admins revoke each other without having seen the
