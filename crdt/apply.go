@@ -74,7 +74,15 @@ func isMembership(k Kind) bool {
 }
 
 func (r *Realm) setHead(op *Op) {
-	r.heads[op.Author] = &head{seq: op.Seq, hash: op.Hash(), clock: op.Clock}
+	h := &head{seq: op.Seq, hash: op.Hash(), clock: op.Clock}
+	if !op.Signed() {
+		h.unsigned, h.unsignedBytes, h.op = 1, len(op.raw), op
+		if prev := r.heads[op.Author]; prev != nil {
+			h.unsigned += prev.unsigned
+			h.unsignedBytes += prev.unsignedBytes
+		}
+	}
+	r.heads[op.Author] = h
 	if !slices.Contains(r.dirtyHeads, op.Author) {
 		r.dirtyHeads = append(r.dirtyHeads, op.Author)
 	}
@@ -225,37 +233,91 @@ func (r *Realm) revalidate(b *Batch, old *acl, oldFrozen map[PublicKey]uint64, r
 	return nil
 }
 
-// encode stores the evidence: both ops, each with its length.
+// encode stores the evidence: both ops, each with its length, then, when
+// either is unsigned, the ops that vouch for each, a count first.
 func (e *Equivocation) encode() []byte {
 	w := writer{}
 	w.bytes(e.Held.raw)
 	w.bytes(e.Got.raw)
+	if len(e.HeldRest)+len(e.GotRest) == 0 {
+		return w.b
+	}
+	for _, rest := range [][]*Op{e.HeldRest, e.GotRest} {
+		w.u32(uint32(len(rest)))
+		for _, op := range rest {
+			w.bytes(op.raw)
+		}
+	}
 	return w.b
 }
 
+// maxEvidenceSize bounds encoded evidence: two groups, each with its
+// counts and lengths.
+const maxEvidenceSize = 2 * (4 + MaxGroupBytes + 4*MaxGroupOps)
+
 // decodeEvidence reads what encode stored. The ops are checked as any op
-// read from storage is: by their encoding, not their signatures.
+// read from storage is: by their encoding, not their signatures. Evidence
+// written before groups existed ends after the two ops.
 func decodeEvidence(b []byte) (*Equivocation, error) {
-	if len(b) > 2*(4+MaxOpSize) {
+	if len(b) > maxEvidenceSize {
 		return nil, fmt.Errorf("decode evidence: %w: %d bytes", ErrTooLarge, len(b))
 	}
 	r := reader{b: b}
-	x, y := r.bytes(), r.bytes()
+	decode := func(raw []byte) *Op {
+		if r.err != nil {
+			return nil
+		}
+		op, err := DecodeOp(slices.Clone(raw))
+		if err != nil {
+			r.err = err
+		}
+		return op
+	}
+	e := &Equivocation{}
+	e.Held, e.Got = decode(r.bytes()), decode(r.bytes())
+	grouped := r.err == nil && len(r.b) > 0
+	for _, rest := range []*[]*Op{&e.HeldRest, &e.GotRest} {
+		if !grouped {
+			break
+		}
+		n := r.u32()
+		if n > MaxGroupOps {
+			return nil, fmt.Errorf("decode evidence: %w: %d ops vouch", ErrMalformed, n)
+		}
+		for range n {
+			if op := decode(r.bytes()); op != nil {
+				*rest = append(*rest, op)
+			}
+		}
+	}
 	if err := r.done(); err != nil {
 		return nil, fmt.Errorf("decode evidence: %w", err)
 	}
-	held, err := DecodeOp(slices.Clone(x))
-	if err != nil {
-		return nil, fmt.Errorf("decode evidence: %w", err)
+	if grouped && len(e.HeldRest)+len(e.GotRest) == 0 {
+		return nil, fmt.Errorf("decode evidence: %w: empty groups", ErrMalformed)
 	}
-	got, err := DecodeOp(slices.Clone(y))
-	if err != nil {
-		return nil, fmt.Errorf("decode evidence: %w", err)
-	}
+	held, got := e.Held, e.Got
 	if held.Author != got.Author || held.Seq != got.Seq || held.Hash() == got.Hash() {
 		return nil, fmt.Errorf("decode evidence: %w: not two ops at one position", ErrMalformed)
 	}
-	return &Equivocation{Held: held, Got: got}, nil
+	return e, nil
+}
+
+// vouched checks that rest, the ops after op in its chain, end with a
+// signed op whose signature vouches for op (or that op is signed, when
+// rest is empty).
+func vouched(op *Op, rest []*Op) error {
+	if len(rest) > MaxGroupOps {
+		return fmt.Errorf("op %s: %w: %d ops vouch for it", op, ErrTooLarge, len(rest))
+	}
+	last := op
+	for _, next := range rest {
+		if next.Author != op.Author || next.Seq != last.Seq+1 || next.Prev != last.Hash() {
+			return fmt.Errorf("op %s: %w", next, ErrBrokenChain)
+		}
+		last = next
+	}
+	return last.VerifySignature()
 }
 
 // ApplyEvidence records that an author signed two different ops at one
@@ -275,11 +337,11 @@ func (r *Realm) ApplyEvidence(b *Batch, e *Equivocation) (*Result, error) {
 	if err := r.checkRealm(y); err != nil {
 		return res, err
 	}
-	if err := x.VerifySignature(); err != nil {
-		return res, err
+	if err := vouched(x, e.HeldRest); err != nil {
+		return res, fmt.Errorf("evidence: %w", err)
 	}
-	if err := y.VerifySignature(); err != nil {
-		return res, err
+	if err := vouched(y, e.GotRest); err != nil {
+		return res, fmt.Errorf("evidence: %w", err)
 	}
 	if f, ok := r.frozen[x.Author]; ok && f <= x.Seq {
 		return res, nil

@@ -13,17 +13,30 @@
 // Body of one Kind, signed by the author's ed25519 key. The encoding is
 // canonical (fixed-width big-endian integers, length-prefixed strings,
 // sorted lists): one value has one encoding, so hashes and signatures agree
-// on every machine. An op's hash is the SHA-256 of its whole encoding,
-// signature included. A realm's id is the hash of its genesis op.
+// on every machine. An op's hash is the SHA-256 of its encoding without
+// the signature, which is what the signature covers. A realm's id is the
+// hash of its genesis op.
 //
 // Each author's ops in a realm form a chain numbered 1..n, each naming the
 // hash of the one before. A single op is checked by its signature. A
 // contiguous range is checked by its hash links and the last op's signature
 // only (ApplyRange): that signature covers the hash of every op before it.
+//
+// The same rule lets an author sign a group of ops once. Ops written
+// together (WriteUnsigned, then SignHead) are linked as usual, but only the
+// last carries a signature; the others carry none (Op.Signed) and are
+// vouched for by it. A group holds at most MaxGroupOps ops and
+// MaxGroupBytes bytes. An unsigned op never travels alone: gossip carries
+// the whole group (ApplyGroup, which judges each op as Apply judges one),
+// and a catch-up range ends at a signed op (VouchedPrefix). Signing is the
+// largest cost of a local write, so under load a group costs little more
+// than one op.
+//
 // Two different ops with one (author, seq) are an equivocation: Apply
-// returns an *Equivocation holding both, and ApplyEvidence records it so
-// that none of the author's ops from that seq on has any effect, on every
-// replica that has seen the pair.
+// returns an *Equivocation holding both, each with the ops that vouch for
+// it when it is unsigned, and ApplyEvidence records it so that none of the
+// author's ops from that seq on has any effect, on every replica that has
+// seen the pair.
 //
 // An op of a kind this version does not know decodes as *Unknown; it is
 // stored and passed on like any other, needs the writer role, and changes
@@ -163,7 +176,9 @@
 //  7. On an *Equivocation, pass ApplyEvidence the pair, and pass the pair on;
 //     Evidence lists the pairs held (kept across restarts) for peers that
 //     connect later.
-//  8. Publish the ops in Result.Stored that were made here (Write).
+//  8. Publish the ops in Result.Stored that were made here (Write), a
+//     group at a time; call SignHead after WriteUnsigned before committing
+//     or publishing anything.
 //
 // Errors from decoding and from checking an op (ErrMalformed, ErrTooLarge,
 // ErrBadSignature, ErrWrongRealm, ErrBrokenChain, ErrNotMember,

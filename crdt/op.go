@@ -14,6 +14,10 @@ const (
 	// MaxNameSize bounds realm names, display names, collection names,
 	// object ids and field names.
 	MaxNameSize = 256
+	// MaxGroupOps and MaxGroupBytes bound a group: ops of one chain
+	// written at once, of which only the last is signed (see Op.Signed).
+	MaxGroupOps   = 64
+	MaxGroupBytes = 256 << 10
 )
 
 // opVersion is the first byte of every encoded op.
@@ -55,8 +59,16 @@ func (op *Op) Stamp() Stamp {
 	return Stamp{Clock: op.Clock, Author: op.Author, Seq: op.Seq}
 }
 
-// Hash returns the SHA-256 of the op's encoding, signature included.
+// Hash returns the SHA-256 of the op's encoding without its signature:
+// the op's identity, which the next op of the chain links to. Leaving the
+// signature out lets an op be signed after it is linked (see Signed).
 func (op *Op) Hash() Hash { return op.hash }
+
+// Signed reports whether the op carries a signature. An unsigned op (its
+// signature all zero) is one of a group its author wrote at once: it is
+// vouched for by the next signed op of its chain, whose signature covers
+// it through the hash links, and travels only together with that op.
+func (op *Op) Signed() bool { return op.Sig != [SignatureSize]byte{} }
 
 // Bytes returns the op's canonical encoding. The caller must not modify it.
 func (op *Op) Bytes() []byte { return op.raw }
@@ -95,24 +107,45 @@ func (op *Op) appendUnsigned(dst []byte) []byte {
 // Sign fills in the signature, encoding and hash of op, which must carry
 // every other field already. priv must be the private key of op.Author.
 func (op *Op) Sign(priv ed25519.PrivateKey) error {
-	buf := make([]byte, len(signContext), len(signContext)+headerSize+256+SignatureSize)
-	copy(buf, signContext)
-	buf = op.appendUnsigned(buf)
-	if len(buf)-len(signContext)+SignatureSize > MaxOpSize {
-		return fmt.Errorf("sign op: %w: %d bytes", ErrTooLarge, len(buf)-len(signContext)+SignatureSize)
+	if err := op.encode(); err != nil {
+		return err
 	}
-	copy(op.Sig[:], ed25519.Sign(priv, buf))
-	op.raw = append(buf[len(signContext):], op.Sig[:]...)
-	op.hash = sha256.Sum256(op.raw)
+	op.sign(priv)
 	return nil
 }
 
-// VerifySignature checks op's signature against its author's key.
-func (op *Op) VerifySignature() error {
+// encode fills in the encoding and hash of op, unsigned.
+func (op *Op) encode() error {
+	raw := op.appendUnsigned(make([]byte, 0, headerSize+256+SignatureSize))
+	if len(raw)+SignatureSize > MaxOpSize {
+		return fmt.Errorf("sign op: %w: %d bytes", ErrTooLarge, len(raw)+SignatureSize)
+	}
+	op.hash = sha256.Sum256(raw)
+	op.Sig = [SignatureSize]byte{}
+	op.raw = append(raw, op.Sig[:]...)
+	return nil
+}
+
+// signed returns what the signature covers: a context, then the op's
+// encoding without the signature.
+func (op *Op) signed() []byte {
 	n := len(op.raw) - SignatureSize
-	msg := make([]byte, 0, len(signContext)+n)
-	msg = append(append(msg, signContext...), op.raw[:n]...)
-	if !ed25519.Verify(op.Author[:], msg, op.Sig[:]) {
+	return append(append(make([]byte, 0, len(signContext)+n), signContext...), op.raw[:n]...)
+}
+
+// sign signs an op that encode has filled in; its hash does not change.
+func (op *Op) sign(priv ed25519.PrivateKey) {
+	copy(op.Sig[:], ed25519.Sign(priv, op.signed()))
+	copy(op.raw[len(op.raw)-SignatureSize:], op.Sig[:])
+}
+
+// VerifySignature checks op's signature against its author's key. An
+// unsigned op fails it.
+func (op *Op) VerifySignature() error {
+	if !op.Signed() {
+		return fmt.Errorf("op %s: %w: unsigned", op, ErrBadSignature)
+	}
+	if !ed25519.Verify(op.Author[:], op.signed(), op.Sig[:]) {
 		return fmt.Errorf("op %s: %w", op, ErrBadSignature)
 	}
 	return nil
@@ -149,7 +182,7 @@ func DecodeOp(b []byte) (*Op, error) {
 	if err := op.checkShape(); err != nil {
 		return nil, fmt.Errorf("decode op: %w", err)
 	}
-	op.hash = sha256.Sum256(b)
+	op.hash = sha256.Sum256(b[:len(b)-SignatureSize])
 	return op, nil
 }
 

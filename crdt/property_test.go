@@ -58,7 +58,7 @@ func randomLine(rt *rapid.T, names []string) string {
 	y := rapid.SampledFrom(names).Draw(rt, "other")
 	obj := "o/" + rapid.SampledFrom([]string{"k1", "k2", "k3"}).Draw(rt, "obj")
 	elem := rapid.SampledFrom([]string{"e1", "e2", "e3"}).Draw(rt, "elem")
-	switch rapid.IntRange(0, 23).Draw(rt, "action") {
+	switch rapid.IntRange(0, 24).Draw(rt, "action") {
 	case 0, 1, 2:
 		f := rapid.SampledFrom([]string{"f1", "f2", "f3"}).Draw(rt, "field")
 		return fmt.Sprintf("%s: set %s %s=%s%d", x, obj, f, x, rapid.IntRange(0, 9).Draw(rt, "v"))
@@ -96,6 +96,12 @@ func randomLine(rt *rapid.T, names []string) string {
 		return fmt.Sprintf("%s: epoch %d", x, rapid.IntRange(1, 3).Draw(rt, "epoch"))
 	case 22:
 		return fmt.Sprintf("%s: unknown u%d", x, rapid.IntRange(0, 9).Draw(rt, "u"))
+	case 23:
+		n := rapid.IntRange(2, 4).Draw(rt, "group")
+		if rapid.Bool().Draw(rt, "group of messages") {
+			return fmt.Sprintf("%s: group %d msg g%d", x, n, rapid.IntRange(0, 99).Draw(rt, "text"))
+		}
+		return fmt.Sprintf("%s: group %d add %s n %d", x, n, obj, rapid.IntRange(-5, 5).Draw(rt, "delta"))
 	}
 	if rapid.IntRange(0, 9).Draw(rt, "rare") == 0 {
 		return x + ": leave"

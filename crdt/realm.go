@@ -26,6 +26,11 @@ type head struct {
 	seq   uint64
 	hash  Hash
 	clock Timestamp
+
+	// The unsigned ops that end the chain here, and their bytes: a group
+	// written by WriteUnsigned that a signed op has yet to close.
+	unsigned, unsignedBytes int
+	op                      *Op // the op at the head, when unsigned
 }
 
 // Realm is one replica of one realm. It is not safe for concurrent use: the
@@ -157,10 +162,42 @@ func Create(st Storage, b *Batch, priv ed25519.PrivateKey, name, authorName stri
 // Write builds an op with body as the next op of priv's chain, signs it and
 // applies it, staging the writes in b.
 func (r *Realm) Write(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64) (*Op, *Result, error) {
+	return r.write(b, priv, body, wallMs, true)
+}
+
+// WriteUnsigned is Write without the signature, for writing a group of
+// ops with one signature: the op is vouched for by the next signed op of
+// the chain (see Op.Signed). Once the group is written, and before b is
+// committed or any op of the group leaves the node, call SignHead. The op
+// is signed all the same when leaving it unsigned could make the group
+// outgrow MaxGroupOps or MaxGroupBytes.
+func (r *Realm) WriteUnsigned(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64) (*Op, *Result, error) {
+	return r.write(b, priv, body, wallMs, false)
+}
+
+// SignHead signs the newest op of priv's chain if WriteUnsigned left it
+// unsigned, and stages it in b again; the op keeps its hash, so nothing
+// that links to it changes. It returns the op it signed, or nil.
+func (r *Realm) SignHead(b *Batch, priv ed25519.PrivateKey) *Op {
+	var author PublicKey
+	copy(author[:], priv.Public().(ed25519.PublicKey))
+	h := r.heads[author]
+	if h == nil || h.op == nil {
+		return nil
+	}
+	op := h.op
+	op.sign(priv)
+	b.put(r.keys.op(author, op.Seq), op.Bytes())
+	h.unsigned, h.unsignedBytes, h.op = 0, 0, nil
+	return op
+}
+
+func (r *Realm) write(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64, sign bool) (*Op, *Result, error) {
 	var author PublicKey
 	copy(author[:], priv.Public().(ed25519.PublicKey))
 	op := &Op{Realm: r.id, Author: author, Seq: 1, Epoch: r.acl.epoch, Body: body}
-	if h := r.heads[author]; h != nil {
+	h := r.heads[author]
+	if h != nil {
 		op.Seq, op.Prev = h.seq+1, h.hash
 		r.clock.Observe(h.clock)
 	}
@@ -182,8 +219,15 @@ func (r *Realm) Write(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64
 			return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
 		}
 	}
-	if err := op.Sign(priv); err != nil {
+	if err := op.encode(); err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
+	}
+	// Leave room in the group for the op that will sign it.
+	if h != nil && (h.unsigned+2 > MaxGroupOps || h.unsignedBytes+len(op.raw)+MaxOpSize > MaxGroupBytes) {
+		sign = true
+	}
+	if sign {
+		op.sign(priv)
 	}
 	defer r.flush(b)
 	res, err := r.apply(b, op, wallMs, trusted)
@@ -216,31 +260,80 @@ func (r *Realm) Apply(b *Batch, op *Op, wallMs int64) (*Result, error) {
 // ApplyRange applies ops that continue one author's chain, in seq order. It
 // checks that they link by hash to each other and to the chain held here,
 // and checks only the last op's signature: that one vouches for the rest.
-// On error, the ops before the failing one stay applied (in b and in the
-// returned result).
+// An op its author's role does not allow is stored without effect (see
+// apply). On error, the ops before the failing one stay applied (in b and
+// in the returned result).
 func (r *Realm) ApplyRange(b *Batch, ops []*Op, wallMs int64) (*Result, error) {
+	return r.applyChain(b, ops, wallMs, ranged)
+}
+
+// ApplyGroup applies a group of ops from gossip: ops that continue one
+// author's chain, at most MaxGroupOps, of which the last is signed and
+// vouches for the rest, as a single signed op vouches for itself. Each op
+// is judged as Apply judges a single op; on error, the ops before the
+// failing one stay applied.
+func (r *Realm) ApplyGroup(b *Batch, ops []*Op, wallMs int64) (*Result, error) {
+	if len(ops) > MaxGroupOps {
+		return &Result{}, fmt.Errorf("apply group: %w: %d ops", ErrTooLarge, len(ops))
+	}
+	return r.applyChain(b, ops, wallMs, grouped)
+}
+
+func (r *Realm) applyChain(b *Batch, ops []*Op, wallMs int64, src how) (*Result, error) {
 	if len(ops) == 0 {
 		return &Result{}, nil
 	}
 	author := ops[0].Author
 	for i, op := range ops {
 		if op.Author != author || i > 0 && (op.Seq != ops[i-1].Seq+1 || op.Prev != ops[i-1].Hash()) {
-			return &Result{}, fmt.Errorf("apply range: op %d: %w", i, ErrBrokenChain)
+			return &Result{}, fmt.Errorf("apply %s: op %d: %w", src, i, ErrBrokenChain)
 		}
 	}
 	if err := ops[len(ops)-1].VerifySignature(); err != nil {
-		return &Result{}, fmt.Errorf("apply range: %w", err)
+		return &Result{}, fmt.Errorf("apply %s: %w", src, err)
 	}
 	defer r.flush(b)
 	total := &Result{}
-	for _, op := range ops {
-		res, err := r.apply(b, op, wallMs, ranged)
+	for i, op := range ops {
+		res, err := r.apply(b, op, wallMs, src)
 		total.merge(res)
 		if err != nil {
-			return total, fmt.Errorf("apply range: %w", err)
+			var eq *Equivocation
+			if errors.As(err, &eq) && eq.Got == op {
+				eq.GotRest = vouchers(op, ops[i+1:])
+			}
+			return total, fmt.Errorf("apply %s: %w", src, err)
 		}
 	}
 	return total, nil
+}
+
+// VouchedPrefix returns how many of ops, which continue one chain, can
+// travel as a range: up to and including the last op whose signature
+// holds. The ops after it are unsigned ops of a group whose signed op is
+// not here; nothing here vouches for them yet.
+func VouchedPrefix(ops []*Op) int {
+	for i := len(ops) - 1; i >= 0; i-- {
+		if ops[i].Signed() && ops[i].VerifySignature() == nil {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// vouchers returns the ops of rest, which follow op in its chain, up to
+// the first signed one: the ops that vouch for op. It returns nil when op
+// is signed itself.
+func vouchers(op *Op, rest []*Op) []*Op {
+	if op.Signed() {
+		return nil
+	}
+	for i, next := range rest {
+		if next.Signed() {
+			return rest[: i+1 : i+1]
+		}
+	}
+	return rest
 }
 
 func (t *Result) merge(r *Result) {
@@ -268,9 +361,14 @@ type how uint8
 
 const (
 	gossip  how = iota // a single received op: check everything
+	grouped            // part of a gossip group already vouched for
 	ranged             // part of a catch-up range already vouched for
-	trusted            // made and signed here
+	trusted            // made here
 )
+
+func (h how) String() string {
+	return [...]string{"op", "group", "range", "write"}[h]
+}
 
 // apply is Apply for ops from any source. Ops of a catch-up range that
 // their author's role does not allow are stored without effect (and
@@ -294,7 +392,7 @@ func (r *Realm) apply(b *Batch, op *Op, wallMs int64, src how) (*Result, error) 
 	future := src != trusted && op.Clock.WallMs() > wallMs+MaxClockSkew
 	switch {
 	case op.Seq <= have:
-		return res, r.checkDuplicate(b, op, res)
+		return res, r.checkDuplicate(b, op, src, res)
 	case op.Seq > have+1 || future || r.locked(op):
 		if verify {
 			if err := op.VerifySignature(); err != nil {
@@ -357,10 +455,13 @@ func (r *Realm) checkRealm(op *Op) error {
 }
 
 // Equivocation is the error for an op that conflicts with one held here
-// with the same author and seq. Both ops are signed by the author, so the
-// pair is proof anyone can check (see Realm.ApplyEvidence).
+// with the same author and seq. Both ops are vouched for by the author's
+// signature, so the pair is proof anyone can check (see
+// Realm.ApplyEvidence): a signed op by its own, an unsigned one by the ops
+// that follow it in its group, up to the signed one.
 type Equivocation struct {
-	Held, Got *Op
+	Held, Got         *Op
+	HeldRest, GotRest []*Op // the ops that vouch for an unsigned Held or Got
 }
 
 func (e *Equivocation) Error() string {
@@ -371,8 +472,9 @@ func (e *Equivocation) Error() string {
 // Unwrap lets errors.Is match ErrEquivocation.
 func (e *Equivocation) Unwrap() error { return ErrEquivocation }
 
-func (r *Realm) checkDuplicate(b *Batch, op *Op, res *Result) error {
-	held, err := r.op(view{r.st, b}, op.Author, op.Seq)
+func (r *Realm) checkDuplicate(b *Batch, op *Op, src how, res *Result) error {
+	v := view{r.st, b}
+	held, err := r.op(v, op.Author, op.Seq)
 	if err != nil {
 		return fmt.Errorf("op %s: %w", op, err)
 	}
@@ -380,10 +482,46 @@ func (r *Realm) checkDuplicate(b *Batch, op *Op, res *Result) error {
 		res.Dups++
 		return nil
 	}
-	if err := op.VerifySignature(); err != nil {
-		return err
+	if src == gossip {
+		if err := op.VerifySignature(); err != nil {
+			return err
+		}
 	}
-	return &Equivocation{Held: held, Got: op}
+	return &Equivocation{Held: held, HeldRest: r.storedVouchers(v, held), Got: op}
+}
+
+// storedVouchers returns the stored ops that vouch for a stored op (see
+// vouchers), or nil when op is signed or they are not all here.
+func (r *Realm) storedVouchers(v view, op *Op) []*Op {
+	var rest []*Op
+	for prev := op; !prev.Signed(); {
+		h := r.heads[op.Author]
+		if h == nil || prev.Seq >= h.seq || len(rest) >= MaxGroupOps {
+			return nil
+		}
+		next, err := r.op(v, op.Author, prev.Seq+1)
+		if err != nil {
+			return nil
+		}
+		rest = append(rest, next)
+		prev = next
+	}
+	return rest
+}
+
+// heldVouchers returns the held ops that vouch for a held op (see
+// vouchers), or nil when op is signed or they are not all held.
+func (r *Realm) heldVouchers(op *Op) []*Op {
+	var rest []*Op
+	for prev := op; !prev.Signed(); {
+		next, ok := r.pending[op.Author][prev.Seq+1]
+		if !ok || next.op.Prev != prev.Hash() || len(rest) >= MaxGroupOps {
+			return nil
+		}
+		rest = append(rest, next.op)
+		prev = next.op
+	}
+	return rest
 }
 
 // permit checks the op against the membership as it stands.
@@ -405,18 +543,20 @@ func (r *Realm) permit(op *Op) error {
 }
 
 // checkHeld compares op with an op held back at its position: two ops
-// signed at one position are an equivocation. A held copy whose signature
-// does not hold (it came inside a range) is dropped instead.
+// signed at one position are an equivocation. A held copy that no
+// signature vouches for (its own, or that of the held ops after it in its
+// group) is dropped instead: it came inside a range whose end is not here.
 func (r *Realm) checkHeld(op *Op) error {
 	held, ok := r.pending[op.Author][op.Seq]
 	if !ok || held.op.Hash() == op.Hash() {
 		return nil
 	}
-	if held.op.VerifySignature() != nil {
+	rest := r.heldVouchers(held.op)
+	if vouched(held.op, rest) != nil {
 		r.dropPending(op)
 		return nil
 	}
-	return &Equivocation{Held: held.op, Got: op}
+	return &Equivocation{Held: held.op, HeldRest: rest, Got: op}
 }
 
 func (r *Realm) hold(op *Op, src how, res *Result) error {
@@ -434,7 +574,7 @@ func (r *Realm) hold(op *Op, src how, res *Result) error {
 			res.Dups++
 			return nil
 		}
-		return &Equivocation{Held: old.op, Got: op}
+		return &Equivocation{Held: old.op, HeldRest: r.heldVouchers(old.op), Got: op}
 	}
 	if r.npend >= MaxPending || r.nbytes+len(op.raw) > MaxPendingBytes {
 		return fmt.Errorf("op %s: %w", op, ErrPendingFull)

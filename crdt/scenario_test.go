@@ -189,6 +189,19 @@ func (w *world) write(n *node, verb string, args []string) {
 		}
 		return
 	}
+	if verb == "group" { // group N VERB ARGS...: N ops, one signature
+		count, _ := strconv.Atoi(args[0])
+		b := NewBatch()
+		for range count {
+			body := w.body(n, args[1], args[2:])
+			if _, _, err := n.realm.WriteUnsigned(b, n.priv, body, w.now+n.skew); err != nil {
+				w.printf("error: %s", errName(err))
+			}
+		}
+		n.realm.SignHead(b, n.priv)
+		w.commit(n, b)
+		return
+	}
 	body := w.body(n, verb, args)
 	b := NewBatch()
 	_, _, err := n.realm.Write(b, n.priv, body, w.now+n.skew)
@@ -314,8 +327,18 @@ func (w *world) deliver(from, to *node, how []string) {
 	}
 	errs := map[string]int{}
 	for _, op := range ops {
+		// An op of a group travels with the ops up to its signed one, as
+		// gossip carries it.
+		group := []*Op{op}
+		for last := op; !last.Signed(); {
+			next, err := from.realm.Op(op.Author, last.Seq+1)
+			if err != nil {
+				break // nothing here vouches for it
+			}
+			group, last = append(group, next), next
+		}
 		b := NewBatch()
-		if _, err := to.realm.Apply(b, op, w.now+to.skew); err != nil {
+		if _, err := to.realm.ApplyGroup(b, group, w.now+to.skew); err != nil {
 			errs[errName(err)]++
 		}
 		w.commit(to, b)
@@ -367,6 +390,7 @@ func (w *world) catchUp(from, to *node) bool {
 			}
 			rg = append(rg, op)
 		}
+		rg = rg[:VouchedPrefix(rg)]
 		if len(rg) > 0 {
 			ranges = append(ranges, rg)
 		}

@@ -13,22 +13,28 @@
 //
 // # A local write
 //
-// Write queues the body; whoever holds the realm's lock next signs and
-// applies every queued body as one batch (crdt.Realm.Write), writes the
-// batch to the store and lets the lock go. Each writer then waits for the
-// store's shared sync, and only then returns: an acknowledged write is on
-// disk. A publisher goroutine per realm publishes the ops in chain order,
-// each once it is durable.
+// Write queues the body. While the store is syncing, a write could not
+// join that sync, so it waits for the sync to end; then whoever holds the
+// realm's lock next applies every queued body as one group
+// (crdt.Realm.WriteUnsigned, then SignHead: one signature, on the last op)
+// in one batch, writes the batch to the store and lets the lock go. Each
+// writer then waits for the store's shared sync, and only then returns: an
+// acknowledged write is on disk. The writers then publish the groups in
+// chain order, each once it is durable, one gossip message per group.
 //
 // # Gossip
 //
-// Each realm has one topic, "/realmsync/realm/1/<realm id>". Pubsub signs
-// nothing and names no author (ops carry their own signatures), and a
-// message's id is the SHA-256 of its bytes, so a duplicate is dropped
-// before it is decoded. The topic validator rejects unread what a
-// non-member sends, then decodes the op and applies it (crdt.Realm.Apply
-// checks the author's membership and role, the signature and the chain
-// position). An op that breaks the rules outright is rejected, which
+// Each realm has one topic, "/rs/1/" and the first 16 bytes of the realm
+// id in unpadded base64url (the name travels in every message). Pubsub
+// signs nothing and names no author (ops carry their own signatures), and
+// a message's id is the SHA-256 of its bytes, so a duplicate is dropped
+// before it is decoded. A message carries one group of ops of one chain,
+// the last one signed (a single op is a group of one): each op as a
+// uvarint length and its bytes, at most crdt.MaxGroupOps ops. The topic
+// validator rejects unread what a non-member sends, then decodes the
+// group and applies it (crdt.Realm.ApplyGroup checks the links and the
+// last op's signature, then each op's author, role and chain position as
+// for a single op). An op that breaks the rules outright is rejected, which
 // pubsub's score holds against the peer that sent it: a handful of
 // rejected ops and nothing it sends is heard for a while. An op refused
 // for its author's membership or role is ignored instead, since the grant
@@ -74,9 +80,12 @@
 //
 // The peer answers only for realms in which the asker is a member, and
 // says nothing of the others. For each author it holds more of than the
-// asker, it sends the missing ops in seq order, in ranges of at most 1024
-// ops or about 1 MiB; the realm creator's chain goes first, since it holds
-// the grants that admit the others. The asker checks each range as the
+// asker, it sends the missing ops in seq order, in ranges of about 960
+// ops or 1 MiB, each ending at an op whose signature holds (so a range
+// that is full goes on to the end of its group, never past 1024 ops); the
+// unsigned end of a group whose signed op is not here yet is not sent. The
+// realm creator's chain goes first, since it holds the grants that admit
+// the others. The asker checks each range as the
 // engine does (hash links, and the signature of its last op only), applies
 // it and queues it for the disk at once, so an interrupted catch-up
 // resumes from what arrived, never from scratch. A range that another

@@ -83,6 +83,28 @@ func FuzzDecodeRange(f *testing.F) {
 	})
 }
 
+// FuzzDecodeGroup feeds arbitrary bytes to the gossip message decoder.
+// What it accepts is a bounded list of well-formed ops that encodes back
+// to the same bytes.
+func FuzzDecodeGroup(f *testing.F) {
+	ops := sampleChain(f, 3)
+	f.Add(encodeGroup(ops))
+	f.Add(encodeGroup(ops[2:]))
+	f.Add([]byte{0x80, 0x00})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := decodeGroup(data)
+		if err != nil {
+			return
+		}
+		if len(got) == 0 || len(got) > crdt.MaxGroupOps {
+			t.Fatalf("accepted %d ops", len(got))
+		}
+		if again := encodeGroup(got); !bytes.Equal(again, data) {
+			t.Fatalf("group decode/encode not symmetric")
+		}
+	})
+}
+
 // FuzzReadFrame feeds arbitrary bytes to the frame reader: it must refuse
 // an oversized frame before reading it, and what it reads must write back
 // as the same bytes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -113,10 +114,64 @@ func topicScore() *pubsub.TopicScoreParams {
 	}
 }
 
-// opID is the message id: the hash of the op the message carries.
+// opID is the message id: the hash of the group of ops the message
+// carries, so that each group is checked once per node.
 func opID(m *pb.Message) string {
 	h := sha256.Sum256(m.GetData())
 	return string(h[:])
+}
+
+// A gossip message carries one group: ops that continue one author's
+// chain, of which the last is signed and vouches for the rest (a single
+// signed op is a group of one). Each op is its length as a uvarint, then
+// its encoding; nothing else, so that one op costs a byte or two over its
+// own size.
+
+// encodeGroup encodes ops as a gossip message.
+func encodeGroup(ops []*crdt.Op) []byte {
+	n := 0
+	for _, op := range ops {
+		n += binary.MaxVarintLen32 + len(op.Bytes())
+	}
+	b := make([]byte, 0, n)
+	for _, op := range ops {
+		b = binary.AppendUvarint(b, uint64(len(op.Bytes())))
+		b = append(b, op.Bytes()...)
+	}
+	return b
+}
+
+// errGroup is the error for a gossip message that is not a well-formed
+// group.
+var errGroup = errors.New("bad gossip message")
+
+// decodeGroup decodes a gossip message: at most crdt.MaxGroupOps ops, each
+// at most crdt.MaxOpSize bytes, in at most maxGossipRPC bytes, lengths in
+// their shortest form. It checks the encodings only; the realm checks the
+// chain and the signature.
+func decodeGroup(b []byte) ([]*crdt.Op, error) {
+	if len(b) > maxGossipRPC {
+		return nil, fmt.Errorf("%w: %d bytes", errGroup, len(b))
+	}
+	var ops []*crdt.Op
+	for len(b) > 0 {
+		if len(ops) == crdt.MaxGroupOps {
+			return nil, fmt.Errorf("%w: more than %d ops", errGroup, crdt.MaxGroupOps)
+		}
+		n, k := binary.Uvarint(b)
+		if k <= 0 || k != len(binary.AppendUvarint(nil, n)) || n > crdt.MaxOpSize || n > uint64(len(b)-k) {
+			return nil, fmt.Errorf("%w: op %d: bad length", errGroup, len(ops))
+		}
+		op, err := crdt.DecodeOp(b[k : k+int(n) : k+int(n)])
+		if err != nil {
+			return nil, fmt.Errorf("%w: op %d: %w", errGroup, len(ops), err)
+		}
+		ops, b = append(ops, op), b[k+int(n):]
+	}
+	if len(ops) == 0 {
+		return nil, fmt.Errorf("%w: no ops", errGroup)
+	}
+	return ops, nil
 }
 
 // memberFilter is the subscription filter: this node subscribes only to
@@ -152,9 +207,9 @@ func (f memberFilter) FilterIncomingSubscriptions(from peer.ID, subs []*pb.RPC_S
 	return out, nil
 }
 
-// validate is the topic validator: it decodes the op and applies it, so
-// that an op is checked (membership, role, signature, chain position)
-// once per node, before pubsub passes it on.
+// validate is the topic validator: it decodes the group of ops and
+// applies it, so that each op is checked (membership, role, signature,
+// chain position) once per node, before pubsub passes it on.
 //
 // A peer that is not a member has no business in the topic: what it sends
 // is rejected unread, which counts against it. An op that breaks the rules
@@ -175,12 +230,13 @@ func (rp *replica) validate(_ context.Context, from peer.ID, m *pubsub.Message) 
 		rp.n.log.Debug("op from a non-member rejected", "realm", rp.id, "peer", from)
 		return pubsub.ValidationReject
 	}
-	op, err := crdt.DecodeOp(m.GetData())
+	ops, err := decodeGroup(m.GetData())
 	if err != nil {
 		rp.n.log.Info("op rejected", "realm", rp.id, "peer", from, "err", err)
 		return pubsub.ValidationReject
 	}
-	res, err := rp.apply([]*crdt.Op{op}, false)
+	op := ops[len(ops)-1]
+	res, err := rp.apply(ops, false)
 	var eq *crdt.Equivocation
 	switch {
 	case errors.Is(err, crdt.ErrPendingFull):

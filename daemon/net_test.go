@@ -242,7 +242,7 @@ func TestRejectLowersScore(t *testing.T) {
 	}
 	_, priv, _ := ed25519.GenerateKey(nil)
 	for i := range 5 {
-		if err := topic.Publish(ctx, forged(t, id, priv, a.Author(), uint64(2+i)).Bytes()); err != nil {
+		if err := topic.Publish(ctx, encodeGroup([]*crdt.Op{forged(t, id, priv, a.Author(), uint64(2+i))})); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -277,7 +277,7 @@ func TestNonMemberGetsNothing(t *testing.T) {
 			own := forged(t, id, priv, mine, 1)
 			inA := forged(t, id, priv, a.Author(), 3)
 			for _, op := range []*crdt.Op{own, inA} {
-				if err := topic.Publish(ctx, op.Bytes()); err != nil {
+				if err := topic.Publish(ctx, encodeGroup([]*crdt.Op{op})); err != nil {
 					t.Fatal(err)
 				}
 			}

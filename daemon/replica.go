@@ -121,7 +121,7 @@ func (rp *replica) close() {
 	rp.n.ps.UnregisterTopicValidator(topicName(rp.id))
 }
 
-// apply applies ops a peer sent, as one op or as a catch-up range. The
+// apply applies ops a peer sent, as a gossip group or a catch-up range. The
 // batch is queued for the disk but not waited for: nobody is told these
 // ops are durable, and a crash before the sync loses only what catch-up
 // fetches again.
@@ -134,7 +134,7 @@ func (rp *replica) apply(ops []*crdt.Op, ranged bool) (*crdt.Result, error) {
 	if ranged {
 		res, err = rp.r.ApplyRange(b, ops, rp.n.nowMs())
 	} else {
-		res, err = rp.r.Apply(b, ops[0], rp.n.nowMs())
+		res, err = rp.r.ApplyGroup(b, ops, rp.n.nowMs())
 	}
 	var eq *crdt.Equivocation
 	if errors.As(err, &eq) {

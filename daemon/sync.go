@@ -359,39 +359,67 @@ func (rp *replica) serve(w *bufio.Writer, theirs map[crdt.PublicKey]uint64, tick
 	})
 	sent := 0
 	for _, a := range authors {
-		var ops []*crdt.Op
-		size := 0
-		flush := func() error {
-			tick()
-			if err := writeFrame(w, frameRange, encodeRange(rp.id, ops)); err != nil {
-				return err
-			}
-			sent, ops, size = sent+len(ops), ops[:0], 0
-			return nil
-		}
-		var werr error
-		// Ops reads the store only, so the realm stays unlocked.
-		err := rp.r.Ops(a, theirs[a]+1, func(op *crdt.Op) bool {
-			if op.Seq > mine[a] {
-				return false
-			}
-			if len(ops) == maxOpsPerRange || size+len(op.Bytes()) > rangeTargetBytes {
-				if werr = flush(); werr != nil {
-					return false
-				}
-			}
-			ops = append(ops, op)
-			size += len(op.Bytes())
-			return true
-		})
-		if err = errors.Join(err, werr); err != nil {
+		k, err := rp.serveChain(w, a, theirs[a]+1, mine[a], tick)
+		sent += k
+		if err != nil {
 			return sent, err
 		}
-		if len(ops) > 0 {
-			if err := flush(); err != nil {
-				return sent, err
-			}
+	}
+	return sent, nil
+}
+
+// serveChain writes author's ops from seq from to seq to in ranges.
+//
+// A range ends only at an op whose signature holds, since that op vouches
+// for the range (crdt.VouchedPrefix): a range that has reached its target
+// size is closed at the next such op, which comes within a group
+// (crdt.MaxGroupOps ops, crdt.MaxGroupBytes bytes), so no frame outgrows
+// its limits. The unsigned ops at the end of a chain whose signed op is
+// not here yet, and a chain whose author signed nothing it could end on,
+// are not sent.
+func (rp *replica) serveChain(w *bufio.Writer, author crdt.PublicKey, from, to uint64, tick func()) (int, error) {
+	var ops []*crdt.Op
+	size, sent := 0, 0
+	send := func(k int) error {
+		tick()
+		if err := writeFrame(w, frameRange, encodeRange(rp.id, ops[:k])); err != nil {
+			return err
 		}
+		sent += k
+		ops = append(ops[:0], ops[k:]...)
+		size = 0
+		for _, op := range ops {
+			size += len(op.Bytes())
+		}
+		return nil
+	}
+	var werr error
+	// Ops reads the store only, so the realm stays unlocked.
+	err := rp.r.Ops(author, from, func(op *crdt.Op) bool {
+		if op.Seq > to {
+			return false
+		}
+		ops = append(ops, op)
+		size += len(op.Bytes())
+		full := len(ops) >= rangeTargetOps || size >= rangeTargetBytes
+		switch {
+		case full && op.Signed() && op.VerifySignature() == nil:
+			werr = send(len(ops))
+		case len(ops) >= maxOpsPerRange || size >= rangeTargetBytes+crdt.MaxGroupBytes:
+			// No op to end on where one must be: send what is vouched
+			// for and leave the rest of this chain.
+			if k := crdt.VouchedPrefix(ops); k > 0 {
+				werr = send(k)
+			}
+			return false
+		}
+		return werr == nil
+	})
+	if err = errors.Join(err, werr); err != nil {
+		return sent, err
+	}
+	if k := crdt.VouchedPrefix(ops); k > 0 {
+		return sent, send(k)
 	}
 	return sent, nil
 }

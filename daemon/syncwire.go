@@ -18,7 +18,8 @@ const (
 	maxRealmsPerAsk   = 4096
 	maxAuthorsPerAsk  = 1 << 16 // per realm
 	maxOpsPerRange    = 1024
-	rangeTargetBytes  = 1 << 20 // a range frame is closed once this full
+	rangeTargetOps    = maxOpsPerRange - crdt.MaxGroupOps // a range is closed at the next signed op once this long
+	rangeTargetBytes  = 1 << 20                           // or once this full
 	syncVersion       = 1
 	frameAsk          = 1
 	frameRange        = 2

@@ -19,9 +19,10 @@ type writeReq struct {
 	durable *store.Pending
 }
 
-// outgoing is a local op waiting to be published once it is durable.
+// outgoing is a group of local ops waiting to be published once it is
+// durable: ops of the node's chain of which only the last is signed.
 type outgoing struct {
-	op      *crdt.Op
+	ops     []*crdt.Op
 	durable *store.Pending
 }
 
@@ -30,11 +31,13 @@ type outgoing struct {
 //
 // Writes combine: a writer queues its request, then takes the realm's
 // lock, and whoever holds the lock writes every request queued by then
-// as one batch with one store write. Writers that were waiting for the
-// lock find their op made and only wait for the shared sync. Under load
-// this turns many small batches, each with its own lock hand-over, log
-// append and wake-up, into few large ones; alone, a writer writes its
-// own request at once.
+// as one group: one batch, one store write, one signature (on the
+// group's last op, which vouches for the others; see crdt.Op.Signed) and
+// one gossip message. Writers that were waiting for the lock find their
+// op made and only wait for the shared sync. Under load this turns many
+// small batches, each with its own lock hand-over, log append, signature
+// and message, into few large ones; alone, a writer writes its own
+// request at once.
 func (rp *replica) write(ctx context.Context, body crdt.Body) (*crdt.Op, error) {
 	return rp.writeIf(ctx, nil, body)
 }
@@ -48,6 +51,12 @@ func (rp *replica) writeIf(ctx context.Context, check func(*crdt.Realm) error, b
 	rp.writes = append(rp.writes, req)
 	rp.wmu.Unlock()
 
+	// While the disk syncs, a write could not join that sync anyway: it
+	// stays queued until the sync ends, so that the writes arriving
+	// meanwhile reach the store as one group.
+	if ended := rp.n.st.Syncing(); ended != nil {
+		<-ended
+	}
 	rp.mu.Lock()
 	if !req.written {
 		rp.writeQueuedLocked()
@@ -82,21 +91,26 @@ func (rp *replica) writeQueuedLocked() {
 			}
 		}
 		var res *crdt.Result
-		req.op, res, req.err = rp.r.Write(b, rp.n.priv, req.body, rp.n.nowMs())
+		req.op, res, req.err = rp.r.WriteUnsigned(b, rp.n.priv, req.body, rp.n.nowMs())
 		if req.err == nil {
 			total.Stored = append(total.Stored, res.Stored...)
 			total.Members = total.Members || res.Members
 		}
 	}
+	rp.r.SignHead(b, rp.n.priv)
 	p, err := rp.n.st.Queue(b)
 	if err != nil {
 		err = rp.n.storeFailed(err)
 	}
 	var out []outgoing
+	var ops []*crdt.Op
 	for _, req := range group {
 		if req.err == nil {
 			req.durable, req.err = p, err
-			out = append(out, outgoing{req.op, p})
+			if ops = append(ops, req.op); req.op.Signed() {
+				out = append(out, outgoing{ops, p})
+				ops = nil
+			}
 		}
 	}
 	if err == nil {
@@ -140,7 +154,7 @@ func (rp *replica) publishDurable() {
 		rp.pubq = rp.pubq[k:]
 		rp.pmu.Unlock()
 		for _, o := range ready {
-			rp.publish(o.op)
+			rp.publish(o.ops)
 		}
 		rp.pmu.Lock()
 	}
@@ -148,15 +162,15 @@ func (rp *replica) publishDurable() {
 	rp.pmu.Unlock()
 }
 
-func (rp *replica) publish(op *crdt.Op) {
+func (rp *replica) publish(ops []*crdt.Op) {
 	ctx := rp.n.ctx
 	if len(rp.topic.ListPeers()) == 0 {
 		// Nobody hears gossip here yet (a connection is new, say): let
 		// catch-up carry the op.
 		rp.n.spread()
 	}
-	if err := rp.topic.Publish(ctx, op.Bytes()); err != nil && ctx.Err() == nil {
-		// Gossip may lose ops; catch-up brings this one to the others.
-		rp.n.log.Warn("publish failed", "realm", rp.id, "op", op, "err", err)
+	if err := rp.topic.Publish(ctx, encodeGroup(ops)); err != nil && ctx.Err() == nil {
+		// Gossip may lose ops; catch-up brings these to the others.
+		rp.n.log.Warn("publish failed", "realm", rp.id, "ops", len(ops), "last", ops[len(ops)-1], "err", err)
 	}
 }

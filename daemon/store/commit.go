@@ -117,6 +117,19 @@ func (p *Pending) Done() bool {
 	}
 }
 
+// Syncing returns a channel that is closed when the sync running now
+// ends, or nil when none runs. A batch written during a sync waits for
+// the next one, so a writer that finds one running loses nothing by
+// gathering more writes into its batch until it ends.
+func (s *Store) Syncing() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.syncing {
+		return nil
+	}
+	return s.syncEnd
+}
+
 // usable returns ErrClosed after Close, and the earlier failure after one.
 func (s *Store) usable() error {
 	s.mu.Lock()
