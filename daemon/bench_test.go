@@ -31,7 +31,7 @@ func BenchmarkNodeWrite(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			var left atomic.Int64
+			var left, signed atomic.Int64
 			left.Store(int64(b.N))
 			b.ResetTimer()
 			var wg sync.WaitGroup
@@ -39,15 +39,20 @@ func BenchmarkNodeWrite(b *testing.B) {
 				id := ids[w%len(ids)]
 				wg.Go(func() {
 					for i := left.Add(-1); i >= 0; i = left.Add(-1) {
-						if _, err := n.Write(ctx, id, chatMessage(i)); err != nil {
+						op, err := n.Write(ctx, id, chatMessage(i))
+						if err != nil {
 							b.Error(err)
 							return
+						}
+						if op.Signed() {
+							signed.Add(1)
 						}
 					}
 				})
 			}
 			wg.Wait()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			b.ReportMetric(float64(b.N)/float64(max(signed.Load(), 1)), "ops/signature")
 		})
 	}
 }

@@ -14,7 +14,8 @@
 // # A local write
 //
 // Write queues the body. While the store is syncing, a write could not
-// join that sync, so it waits for the sync to end; then whoever holds the
+// join that sync, so it waits for the sync to end (unless enough writes
+// are queued to make a group already); then whoever holds the
 // realm's lock next applies every queued body as one group
 // (crdt.Realm.WriteUnsigned, then SignHead: one signature, on the last op)
 // in one batch, writes the batch to the store and lets the lock go. Each

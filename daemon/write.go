@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"runtime"
 
 	"github.com/realmsync/realmsync/crdt"
 	"github.com/realmsync/realmsync/daemon/store"
@@ -18,6 +19,10 @@ type writeReq struct {
 	err     error
 	durable *store.Pending
 }
+
+// groupTarget is how many queued writes are worth a group of their own
+// while the store syncs: enough that the signature costs little per op.
+const groupTarget = 8
 
 // outgoing is a group of local ops waiting to be published once it is
 // durable: ops of the node's chain of which only the last is signed.
@@ -49,13 +54,21 @@ func (rp *replica) writeIf(ctx context.Context, check func(*crdt.Realm) error, b
 	req := &writeReq{body: body, check: check}
 	rp.wmu.Lock()
 	rp.writes = append(rp.writes, req)
+	queued := len(rp.writes)
 	rp.wmu.Unlock()
 
+	// Small groups waste signatures, so a write waits a little for others
+	// to join its group, unless groupTarget writes are queued already.
 	// While the disk syncs, a write could not join that sync anyway: it
-	// stays queued until the sync ends, so that the writes arriving
-	// meanwhile reach the store as one group.
-	if ended := rp.n.st.Syncing(); ended != nil {
-		<-ended
+	// waits for the sync to end. Otherwise it lets the writers that are
+	// ready to run (woken by the last sync, say) queue theirs first;
+	// alone, it goes on at once.
+	if queued < groupTarget {
+		if ended := rp.n.st.Syncing(); ended != nil {
+			<-ended
+		} else {
+			runtime.Gosched()
+		}
 	}
 	rp.mu.Lock()
 	if !req.written {
