@@ -11,11 +11,11 @@ import (
 )
 
 // BenchmarkNodeWrite measures local chat messages written through a
-// node, as the API writes them: each signed, applied, synced to pebble on
-// disk and only then acknowledged (and published, to no one here). From
-// 1 writer, and from 32 writers on one realm and spread over four.
-// Target: ≥ 20,000 ops/s with 32 writers, thanks to group commit and
-// combined writes.
+// node, as the API writes them: each applied, signed (alone or in a
+// group), synced to pebble on disk and only then acknowledged (and
+// published, to no one here). From 1 writer, and from 32 writers on one
+// realm and spread over four. Target: ≥ 20,000 ops/s with 32 writers,
+// thanks to group commit and groups of combined writes.
 func BenchmarkNodeWrite(b *testing.B) {
 	for _, c := range []struct{ writers, realms int }{{1, 1}, {32, 1}, {32, 4}} {
 		b.Run(fmt.Sprintf("writers=%d/realms=%d", c.writers, c.realms), func(b *testing.B) {

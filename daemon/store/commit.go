@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"time"
 
 	"github.com/realmsync/realmsync/crdt"
@@ -94,14 +93,8 @@ func (p *Pending) Wait(ctx context.Context) error {
 		s.mu.Lock()
 		ended, busy := s.syncEnd, s.syncing
 		s.mu.Unlock()
-		if !busy {
-			// Let the goroutines that are ready to run (writers just woken
-			// by the last sync, say) add their batches first: one sync
-			// then covers them all. Alone, this returns at once.
-			runtime.Gosched()
-			if s.syncRound() {
-				continue
-			}
+		if !busy && s.syncRound() {
+			continue
 		}
 		select {
 		case <-p.done:
