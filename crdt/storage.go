@@ -2,7 +2,6 @@ package crdt
 
 import (
 	"slices"
-	"sort"
 	"strings"
 )
 
@@ -55,15 +54,11 @@ func (b *Batch) Reset() { clear(b.writes) }
 // Len returns the number of keys the batch writes or deletes.
 func (b *Batch) Len() int { return len(b.writes) }
 
-// Each calls fn for every write in key order; a nil value means delete.
+// Each calls fn for every write, in no particular order (each key is
+// written once); a nil value means delete.
 func (b *Batch) Each(fn func(key string, value []byte)) {
-	keys := make([]string, 0, len(b.writes))
-	for k := range b.writes {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fn(k, b.writes[k])
+	for k, v := range b.writes {
+		fn(k, v)
 	}
 }
 

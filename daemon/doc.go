@@ -25,13 +25,14 @@
 //
 // # Gossip
 //
-// Each realm has one topic, "/rs/1/" and the first 16 bytes of the realm
+// Each realm has one topic, "/rs/1/" and the first 12 bytes of the realm
 // id in unpadded base64url (the name travels in every message). Pubsub
 // signs nothing and names no author (ops carry their own signatures), and
 // a message's id is the SHA-256 of its bytes, so a duplicate is dropped
 // before it is decoded. A message carries one group of ops of one chain,
-// the last one signed (a single op is a group of one): each op as a
-// uvarint length and its bytes, at most crdt.MaxGroupOps ops. The topic
+// the last one signed: a single op as its own bytes (they begin with the
+// op version, 1), two or more (at most crdt.MaxGroupOps) as each op's
+// uvarint length and bytes (the first byte is then 0x80 or more). The topic
 // validator rejects unread what a non-member sends, then decodes the
 // group and applies it (crdt.Realm.ApplyGroup checks the links and the
 // last op's signature, then each op's author, role and chain position as

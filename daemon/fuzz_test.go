@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/ed25519"
+	"encoding/binary"
 	"maps"
 	"testing"
 
@@ -91,6 +92,7 @@ func FuzzDecodeGroup(f *testing.F) {
 	f.Add(encodeGroup(ops))
 	f.Add(encodeGroup(ops[2:]))
 	f.Add([]byte{0x80, 0x00})
+	f.Add(append(binary.AppendUvarint(nil, uint64(len(ops[0].Bytes()))), ops[0].Bytes()...)) // a group of one: not canonical
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got, err := decodeGroup(data)
 		if err != nil {

@@ -33,13 +33,14 @@ const (
 // topicPrefix starts the name of every realm topic.
 const topicPrefix = "/rs/1/"
 
-// topicName names a realm's topic: the prefix and the first 16 bytes of
+// topicName names a realm's topic: the prefix and the first 12 bytes of
 // the realm id in unpadded base64url. The name travels in every gossip
-// message, so it is kept short: the full id in hex would add 56 bytes to
-// each op. 128 bits keep the names of distinct realms apart; the
-// validator checks each op's full realm id all the same.
+// message, so it is kept short: the full id in hex would add 58 bytes to
+// each op. Realm ids are hashes, so 96 bits keep the names of distinct
+// realms apart (nobody can make a realm whose name matches a given
+// one's); the validator checks each op's full realm id all the same.
 func topicName(id crdt.RealmID) string {
-	return topicPrefix + base64.RawURLEncoding.EncodeToString(id[:16])
+	return topicPrefix + base64.RawURLEncoding.EncodeToString(id[:12])
 }
 
 // newGossip starts the gossipsub router. Ops carry their own signatures,
@@ -122,13 +123,18 @@ func opID(m *pb.Message) string {
 }
 
 // A gossip message carries one group: ops that continue one author's
-// chain, of which the last is signed and vouches for the rest (a single
-// signed op is a group of one). Each op is its length as a uvarint, then
-// its encoding; nothing else, so that one op costs a byte or two over its
-// own size.
+// chain, of which the last is signed and vouches for the rest. A single
+// op is sent as its own bytes, which begin with the op version (1); a
+// group of two or more as each op's length as a uvarint, then its
+// encoding. Every op is longer than 127 bytes, so a group's first byte has
+// its high bit set and the two cannot be confused; nothing else is added,
+// since every byte here is paid once per op and peer.
 
 // encodeGroup encodes ops as a gossip message.
 func encodeGroup(ops []*crdt.Op) []byte {
+	if len(ops) == 1 {
+		return ops[0].Bytes()
+	}
 	n := 0
 	for _, op := range ops {
 		n += binary.MaxVarintLen32 + len(op.Bytes())
@@ -153,6 +159,13 @@ func decodeGroup(b []byte) ([]*crdt.Op, error) {
 	if len(b) > maxGossipRPC {
 		return nil, fmt.Errorf("%w: %d bytes", errGroup, len(b))
 	}
+	if len(b) > 0 && b[0] < 0x80 {
+		op, err := crdt.DecodeOp(b)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errGroup, err)
+		}
+		return []*crdt.Op{op}, nil
+	}
 	var ops []*crdt.Op
 	for len(b) > 0 {
 		if len(ops) == crdt.MaxGroupOps {
@@ -168,8 +181,8 @@ func decodeGroup(b []byte) ([]*crdt.Op, error) {
 		}
 		ops, b = append(ops, op), b[k+int(n):]
 	}
-	if len(ops) == 0 {
-		return nil, fmt.Errorf("%w: no ops", errGroup)
+	if len(ops) < 2 {
+		return nil, fmt.Errorf("%w: a group of %d ops", errGroup, len(ops))
 	}
 	return ops, nil
 }
