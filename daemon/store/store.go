@@ -118,7 +118,9 @@ func (s *Store) Get(key string) ([]byte, error) {
 	val, err := s.d.Get(context.Background(), dsKey(key))
 	switch {
 	case errors.Is(err, ds.ErrNotFound):
-		return nil, fmt.Errorf("get %s: %w", key, crdt.ErrNotFound)
+		// A miss is common (every new object is looked up first) and
+		// needs no detail: the bare sentinel costs nothing to make.
+		return nil, crdt.ErrNotFound
 	case err != nil:
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
