@@ -75,11 +75,14 @@ func isMembership(k Kind) bool {
 
 func (r *Realm) setHead(op *Op) {
 	h := &head{seq: op.Seq, hash: op.Hash(), clock: op.Clock}
-	if !op.Signed() {
-		h.unsigned, h.unsignedBytes, h.op = 1, len(op.raw), op
-		if prev := r.heads[op.Author]; prev != nil {
-			h.unsigned += prev.unsigned
-			h.unsignedBytes += prev.unsignedBytes
+	if !op.verified {
+		h.unverified, h.unverifiedBytes = 1, len(op.raw)
+		if prev := r.heads[op.Author]; prev != nil && prev.seq+1 == op.Seq {
+			h.unverified += prev.unverified
+			h.unverifiedBytes += prev.unverifiedBytes
+		}
+		if !op.Signed() {
+			h.op = op
 		}
 	}
 	r.heads[op.Author] = h
@@ -94,10 +97,12 @@ func (r *Realm) setHead(op *Op) {
 func (r *Realm) flush(b *Batch) {
 	for _, a := range r.dirtyHeads {
 		h := r.heads[a]
-		w := writer{b: make([]byte, 0, 8+32+8)}
+		w := writer{b: make([]byte, 0, 8+32+8+4+4)}
 		w.u64(h.seq)
 		w.hash(h.hash)
 		w.u64(uint64(h.clock))
+		w.u32(uint32(h.unverified))
+		w.u32(uint32(h.unverifiedBytes))
 		b.put(r.keys.head(a), w.b)
 	}
 	r.dirtyHeads = r.dirtyHeads[:0]
@@ -251,9 +256,9 @@ func (e *Equivocation) encode() []byte {
 	return w.b
 }
 
-// maxEvidenceSize bounds encoded evidence: two groups, each with its
-// counts and lengths.
-const maxEvidenceSize = 2 * (4 + MaxGroupBytes + 4*MaxGroupOps)
+// maxEvidenceSize bounds encoded evidence: two ops, and two groups that
+// vouch for them, each with its counts and lengths.
+const maxEvidenceSize = 2*(4+MaxOpSize) + 2*(4+MaxGroupBytes+4*MaxGroupOps)
 
 // decodeEvidence reads what encode stored. The ops are checked as any op
 // read from storage is: by their encoding, not their signatures. Evidence
@@ -307,8 +312,12 @@ func decodeEvidence(b []byte) (*Equivocation, error) {
 // signed op whose signature vouches for op (or that op is signed, when
 // rest is empty).
 func vouched(op *Op, rest []*Op) error {
-	if len(rest) > MaxGroupOps {
-		return fmt.Errorf("op %s: %w: %d ops vouch for it", op, ErrTooLarge, len(rest))
+	size := 0
+	for _, next := range rest {
+		size += len(next.raw)
+	}
+	if len(rest) > MaxGroupOps || size > MaxGroupBytes {
+		return fmt.Errorf("op %s: %w: %d ops, %d bytes vouch for it", op, ErrTooLarge, len(rest), size)
 	}
 	last := op
 	for _, next := range rest {

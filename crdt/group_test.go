@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -183,5 +184,111 @@ func TestGroupEquivocation(t *testing.T) {
 	d := newReplica(t, "d", a.r.ID())
 	if _, err := d.r.ApplyEvidence(NewBatch(), weak); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("unvouched evidence: err = %v, want ErrBadSignature", err)
+	}
+}
+
+// chainOf builds n ops of x's chain after (seq, prev), with only the ops
+// sign says signed; garbage ones carry a signature that does not hold.
+func chainOf(t *testing.T, x *replica, id RealmID, seq uint64, prev Hash, n int, sign func(i int) bool, garbage func(i int) bool) []*Op {
+	t.Helper()
+	var ops []*Op
+	for i := range n {
+		op := &Op{Realm: id, Author: x.pub, Seq: seq + uint64(i) + 1, Prev: prev,
+			Clock: MakeTimestamp(t0+10, uint16(i)), Body: setBody(fmt.Sprint("n", i%7), fmt.Sprint(i))}
+		if err := op.encode(); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case sign(i):
+			op.sign(x.priv)
+		case garbage(i):
+			for k := range op.Sig {
+				op.Sig[k] = byte(k + 1)
+			}
+			copy(op.raw[len(op.raw)-SignatureSize:], op.Sig[:])
+		}
+		ops, prev = append(ops, op), op.Hash()
+	}
+	return ops
+}
+
+// TestVouchReach: a chain must carry a signature that holds at least once
+// every MaxGroupOps ops; signatures that do not hold never count.
+func TestVouchReach(t *testing.T) {
+	none := func(int) bool { return false }
+	a := founder(t, "a")
+	g, _ := a.r.Op(a.pub, 1)
+	n := MaxGroupOps + 40
+	last := func(i int) bool { return i == n-1 }
+	cases := []struct {
+		name          string
+		sign, garbage func(int) bool
+		ok            bool
+	}{
+		{"only the last signed", last, none, false},
+		{"one in the middle too", func(i int) bool { return i == n-1 || i == 100 }, none, true},
+		{"garbage in the middle", last, func(i int) bool { return i == 100 }, false},
+	}
+	for _, c := range cases {
+		b := newReplica(t, "b", a.r.ID())
+		if _, err := b.apply(g, t0+1); err != nil {
+			t.Fatal(err)
+		}
+		head, hash := a.r.Head(a.pub)
+		ops := chainOf(t, a, a.r.ID(), head, hash, n, c.sign, c.garbage)
+		before := b.r.Digest()
+		bt := NewBatch()
+		_, err := b.r.ApplyRange(bt, ops, t0+20)
+		b.st.Commit(bt)
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case !c.ok && !errors.Is(err, ErrBadSignature):
+			t.Errorf("%s: err = %v, want ErrBadSignature", c.name, err)
+		case !c.ok && b.r.Digest() != before:
+			t.Errorf("%s: refused range changed the replica", c.name)
+		}
+	}
+}
+
+// TestGarbageInnerSignature: an op inside a group may carry a signature
+// that does not hold; the group is still vouched for by its last op, and
+// an equivocation at that op yields evidence that reaches past it.
+func TestGarbageInnerSignature(t *testing.T) {
+	a := founder(t, "a")
+	_, mk := testKey("m")
+	a.write(&Grant{Member: mk, Role: RoleWriter, FromSeq: 1, Name: "m"}, t0+1)
+	m := newReplica(t, "m", a.r.ID())
+	c := newReplica(t, "c", a.r.ID())
+	for s := uint64(1); s <= 2; s++ {
+		op, _ := a.r.Op(a.pub, s)
+		for _, x := range []*replica{m, c} {
+			if _, err := x.apply(op, t0+2); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	group := chainOf(t, m, a.r.ID(), 0, Hash{}, 3, func(i int) bool { return i == 2 }, func(i int) bool { return i == 0 })
+	bt := NewBatch()
+	if _, err := c.r.ApplyGroup(bt, group, t0+20); err != nil {
+		t.Fatal(err)
+	}
+	c.st.Commit(bt)
+	other := &Op{Realm: a.r.ID(), Author: m.pub, Seq: 1, Clock: MakeTimestamp(t0+11, 0), Body: setBody("x", "other")}
+	if err := other.Sign(m.priv); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.apply(other, t0+20)
+	var eq *Equivocation
+	if !errors.As(err, &eq) {
+		t.Fatalf("conflicting op: err = %v, want *Equivocation", err)
+	}
+	bt = NewBatch()
+	if _, err := c.r.ApplyEvidence(bt, eq); err != nil {
+		t.Fatalf("evidence past a bad inner signature: %v", err)
+	}
+	c.st.Commit(bt)
+	if len(eq.HeldRest) != 2 {
+		t.Errorf("held op vouched for by %d ops, want 2", len(eq.HeldRest))
 	}
 }

@@ -16,12 +16,16 @@ const (
 	MaxNameSize = 256
 	// MaxGroupOps and MaxGroupBytes bound a group: ops of one chain
 	// written at once, of which only the last is signed (see Op.Signed).
-	MaxGroupOps   = 64
+	MaxGroupOps   = 256
 	MaxGroupBytes = 256 << 10
+	// MaxRangeOps and MaxRangeBytes bound a catch-up range (ApplyRange).
+	MaxRangeOps   = 1024
+	MaxRangeBytes = 2 << 20
 )
 
-// opVersion is the first byte of every encoded op.
-const opVersion = 1
+// opVersion is the first byte of every encoded op. Version 2: the hash
+// leaves the signature out, and ops may be unsigned within a group.
+const opVersion = 2
 
 // headerSize is the encoded size of everything before the body bytes.
 const headerSize = 1 + 32 + 32 + 8 + 32 + 8 + 4 + 1 + 4
@@ -47,8 +51,9 @@ type Op struct {
 	Body   Body
 	Sig    [SignatureSize]byte
 
-	raw  []byte
-	hash Hash
+	raw      []byte
+	hash     Hash
+	verified bool // Sig is known to be the author's
 }
 
 // Kind returns the kind of the op's body.
@@ -121,7 +126,7 @@ func (op *Op) encode() error {
 		return fmt.Errorf("sign op: %w: %d bytes", ErrTooLarge, len(raw)+SignatureSize)
 	}
 	op.hash = sha256.Sum256(raw)
-	op.Sig = [SignatureSize]byte{}
+	op.Sig, op.verified = [SignatureSize]byte{}, false
 	op.raw = append(raw, op.Sig[:]...)
 	return nil
 }
@@ -137,19 +142,27 @@ func (op *Op) signed() []byte {
 func (op *Op) sign(priv ed25519.PrivateKey) {
 	copy(op.Sig[:], ed25519.Sign(priv, op.signed()))
 	copy(op.raw[len(op.raw)-SignatureSize:], op.Sig[:])
+	op.verified = true
 }
 
 // VerifySignature checks op's signature against its author's key. An
-// unsigned op fails it.
+// unsigned op fails it. The answer is kept: the check runs once per op.
 func (op *Op) VerifySignature() error {
-	if !op.Signed() {
+	switch {
+	case op.verified:
+		return nil
+	case !op.Signed():
 		return fmt.Errorf("op %s: %w: unsigned", op, ErrBadSignature)
-	}
-	if !ed25519.Verify(op.Author[:], op.signed(), op.Sig[:]) {
+	case !ed25519.Verify(op.Author[:], op.signed(), op.Sig[:]):
 		return fmt.Errorf("op %s: %w", op, ErrBadSignature)
 	}
+	op.verified = true
 	return nil
 }
+
+// vouches reports whether op's signature holds, so that it vouches for
+// the ops before it in its chain.
+func (op *Op) vouches() bool { return op.Signed() && op.VerifySignature() == nil }
 
 // DecodeOp parses one encoded op. It checks the encoding only: the
 // signature, chain and permissions are checked by the Realm that applies it.

@@ -84,7 +84,7 @@ func TestDecodeOpRefuses(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, ErrMalformed},
-		{"wrong version", append([]byte{2}, good[1:]...), ErrMalformed},
+		{"wrong version", append([]byte{opVersion - 1}, good[1:]...), ErrMalformed},
 		{"truncated", good[:len(good)-1], ErrMalformed},
 		{"trailing byte", append(bytes.Clone(good), 0), ErrMalformed},
 		{"too large", make([]byte, MaxOpSize+1), ErrTooLarge},

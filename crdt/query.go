@@ -19,7 +19,8 @@ func (r *Realm) load() error {
 			return false
 		}
 		rd := reader{b: val}
-		h := &head{seq: rd.u64(), hash: rd.hash(), clock: Timestamp(rd.u64())}
+		h := &head{seq: rd.u64(), hash: rd.hash(), clock: Timestamp(rd.u64()),
+			unverified: int(rd.u32()), unverifiedBytes: int(rd.u32())}
 		if err = rd.done(); err != nil {
 			return false
 		}

@@ -27,10 +27,11 @@ type head struct {
 	hash  Hash
 	clock Timestamp
 
-	// The unsigned ops that end the chain here, and their bytes: a group
-	// written by WriteUnsigned that a signed op has yet to close.
-	unsigned, unsignedBytes int
-	op                      *Op // the op at the head, when unsigned
+	// The ops after the newest op here whose signature is known to hold,
+	// and their bytes: the start of a group whose signed op is still to
+	// come (or, from a peer, to be checked). See checkVouched.
+	unverified, unverifiedBytes int
+	op                          *Op // the op at the head, when unsigned
 }
 
 // Realm is one replica of one realm. It is not safe for concurrent use: the
@@ -188,7 +189,9 @@ func (r *Realm) SignHead(b *Batch, priv ed25519.PrivateKey) *Op {
 	op := h.op
 	op.sign(priv)
 	b.put(r.keys.op(author, op.Seq), op.Bytes())
-	h.unsigned, h.unsignedBytes, h.op = 0, 0, nil
+	h.unverified, h.unverifiedBytes, h.op = 0, 0, nil
+	r.dirtyHeads = append(r.dirtyHeads, author)
+	r.flush(b)
 	return op
 }
 
@@ -223,7 +226,7 @@ func (r *Realm) write(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64
 		return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
 	}
 	// Leave room in the group for the op that will sign it.
-	if h != nil && (h.unsigned+2 > MaxGroupOps || h.unsignedBytes+len(op.raw)+MaxOpSize > MaxGroupBytes) {
+	if h != nil && (h.unverified+2 > MaxGroupOps || h.unverifiedBytes+len(op.raw)+MaxOpSize > MaxGroupBytes) {
 		sign = true
 	}
 	if sign {
@@ -259,11 +262,15 @@ func (r *Realm) Apply(b *Batch, op *Op, wallMs int64) (*Result, error) {
 
 // ApplyRange applies ops that continue one author's chain, in seq order. It
 // checks that they link by hash to each other and to the chain held here,
-// and checks only the last op's signature: that one vouches for the rest.
+// and checks the last op's signature, which vouches for the rest, and one
+// signature per MaxGroupOps ops or MaxGroupBytes bytes (see checkVouched).
 // An op its author's role does not allow is stored without effect (see
 // apply). On error, the ops before the failing one stay applied (in b and
 // in the returned result).
 func (r *Realm) ApplyRange(b *Batch, ops []*Op, wallMs int64) (*Result, error) {
+	if len(ops) > MaxRangeOps {
+		return &Result{}, fmt.Errorf("apply range: %w: %d ops", ErrTooLarge, len(ops))
+	}
 	return r.applyChain(b, ops, wallMs, ranged)
 }
 
@@ -289,7 +296,7 @@ func (r *Realm) applyChain(b *Batch, ops []*Op, wallMs int64, src how) (*Result,
 			return &Result{}, fmt.Errorf("apply %s: op %d: %w", src, i, ErrBrokenChain)
 		}
 	}
-	if err := ops[len(ops)-1].VerifySignature(); err != nil {
+	if err := r.checkVouched(ops); err != nil {
 		return &Result{}, fmt.Errorf("apply %s: %w", src, err)
 	}
 	defer r.flush(b)
@@ -314,26 +321,70 @@ func (r *Realm) applyChain(b *Batch, ops []*Op, wallMs int64, src how) (*Result,
 // not here; nothing here vouches for them yet.
 func VouchedPrefix(ops []*Op) int {
 	for i := len(ops) - 1; i >= 0; i-- {
-		if ops[i].Signed() && ops[i].VerifySignature() == nil {
+		if ops[i].vouches() {
 			return i + 1
 		}
 	}
 	return 0
 }
 
+// checkVouched checks the signatures of ops, which continue one chain:
+// the last op's must hold, since it vouches for the rest, and so must one
+// at least every MaxGroupOps ops and MaxGroupBytes bytes, counting from
+// the newest op here whose signature is known to hold. Every group an
+// honest author writes is that small, so this costs a signature check per
+// group at most, and it keeps what a replica stores such that each op has
+// a voucher within a group's reach: the bound that evidence and catch-up
+// ranges rely on. Of the signed ops inside ops, it checks only as many as
+// it needs, latest first within each reach.
+func (r *Realm) checkVouched(ops []*Op) error {
+	runOps, runBytes := 0, 0
+	if h := r.heads[ops[0].Author]; h != nil && h.seq+1 == ops[0].Seq {
+		runOps, runBytes = h.unverified, h.unverifiedBytes
+	}
+	from := 0 // ops[from:] follow the newest op known to be vouched for
+	for i, op := range ops {
+		runOps++
+		runBytes += len(op.raw)
+		if runOps <= MaxGroupOps && runBytes <= MaxGroupBytes {
+			continue
+		}
+		// The reach is exceeded at i: one of ops[from:i] must vouch.
+		j := i - 1
+		for j >= from && !ops[j].vouches() {
+			j--
+		}
+		if j < from {
+			return fmt.Errorf("%w: no signature holds within %d ops of op %s", ErrBadSignature, MaxGroupOps, op)
+		}
+		from, runOps, runBytes = j+1, 0, 0
+		for _, o := range ops[from : i+1] {
+			runOps++
+			runBytes += len(o.raw)
+		}
+		if runOps > MaxGroupOps || runBytes > MaxGroupBytes {
+			return fmt.Errorf("%w: no signature holds within %d ops of op %s", ErrBadSignature, MaxGroupOps, op)
+		}
+	}
+	return ops[len(ops)-1].VerifySignature()
+}
+
 // vouchers returns the ops of rest, which follow op in its chain, up to
-// the first signed one: the ops that vouch for op. It returns nil when op
-// is signed itself.
+// the first whose signature holds: the ops that vouch for op. It returns
+// nil when op's own signature holds.
 func vouchers(op *Op, rest []*Op) []*Op {
-	if op.Signed() {
+	if op.vouches() {
 		return nil
 	}
 	for i, next := range rest {
-		if next.Signed() {
+		if i == MaxGroupOps {
+			break
+		}
+		if next.vouches() {
 			return rest[: i+1 : i+1]
 		}
 	}
-	return rest
+	return nil
 }
 
 func (t *Result) merge(r *Result) {
@@ -494,7 +545,7 @@ func (r *Realm) checkDuplicate(b *Batch, op *Op, src how, res *Result) error {
 // vouchers), or nil when op is signed or they are not all here.
 func (r *Realm) storedVouchers(v view, op *Op) []*Op {
 	var rest []*Op
-	for prev := op; !prev.Signed(); {
+	for prev := op; !prev.vouches(); {
 		h := r.heads[op.Author]
 		if h == nil || prev.Seq >= h.seq || len(rest) >= MaxGroupOps {
 			return nil
@@ -513,7 +564,7 @@ func (r *Realm) storedVouchers(v view, op *Op) []*Op {
 // vouchers), or nil when op is signed or they are not all held.
 func (r *Realm) heldVouchers(op *Op) []*Op {
 	var rest []*Op
-	for prev := op; !prev.Signed(); {
+	for prev := op; !prev.vouches(); {
 		next, ok := r.pending[op.Author][prev.Seq+1]
 		if !ok || next.op.Prev != prev.Hash() || len(rest) >= MaxGroupOps {
 			return nil

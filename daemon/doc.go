@@ -25,13 +25,13 @@
 //
 // # Gossip
 //
-// Each realm has one topic, "/rs/1/" and the first 12 bytes of the realm
+// Each realm has one topic, "/rs/2/" and the first 12 bytes of the realm
 // id in unpadded base64url (the name travels in every message). Pubsub
 // signs nothing and names no author (ops carry their own signatures), and
 // a message's id is the SHA-256 of its bytes, so a duplicate is dropped
 // before it is decoded. A message carries one group of ops of one chain,
 // the last one signed: a single op as its own bytes (they begin with the
-// op version, 1), two or more (at most crdt.MaxGroupOps) as each op's
+// op version, 2), two or more (at most crdt.MaxGroupOps) as each op's
 // uvarint length and bytes (the first byte is then 0x80 or more). The topic
 // validator rejects unread what a non-member sends, then decodes the
 // group and applies it (crdt.Realm.ApplyGroup checks the links and the
@@ -55,7 +55,7 @@
 //
 // # Catch-up
 //
-// Catch-up runs over the protocol "/realmsync/sync/1". The node that wants
+// Catch-up runs over the protocol "/realmsync/sync/2". The node that wants
 // ops (the asker) opens a stream to a peer and sends one ask frame; the
 // peer answers with range frames and ends with a done frame; the stream
 // closes. It runs when a member connects, every Config.SyncInterval with
@@ -82,14 +82,17 @@
 //
 // The peer answers only for realms in which the asker is a member, and
 // says nothing of the others. For each author it holds more of than the
-// asker, it sends the missing ops in seq order, in ranges of about 960
-// ops or 1 MiB, each ending at an op whose signature holds (so a range
-// that is full goes on to the end of its group, never past 1024 ops); the
-// unsigned end of a group whose signed op is not here yet is not sent. The
+// asker, it sends the missing ops in seq order, in ranges of about 768
+// ops or 1 MiB, each ending at an op whose signature holds (a range that
+// is full goes on to the end of its group, never past 1024 ops); the
+// unsigned end of a group whose signed op is not here yet is not sent,
+// nor are this node's own ops that are not yet on disk (a crash could
+// undo them, and the node would then write other ops at their seqs). The
 // realm creator's chain goes first, since it holds the grants that admit
-// the others. The asker checks each range as the
-// engine does (hash links, and the signature of its last op only), applies
-// it and queues it for the disk at once, so an interrupted catch-up
+// the others. The asker checks each range as the engine does (hash
+// links, the signature of its last op, and a signature that holds at
+// least once per group's reach; see crdt.Realm.ApplyRange), applies it
+// and queues it for the disk at once, so an interrupted catch-up
 // resumes from what arrived, never from scratch. A range that another
 // range's grant must precede is refused, and the asker runs another round
 // (at most three in a row).

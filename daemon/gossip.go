@@ -31,7 +31,7 @@ const (
 )
 
 // topicPrefix starts the name of every realm topic.
-const topicPrefix = "/rs/1/"
+const topicPrefix = "/rs/2/"
 
 // topicName names a realm's topic: the prefix and the first 12 bytes of
 // the realm id in unpadded base64url. The name travels in every gossip
@@ -124,7 +124,7 @@ func opID(m *pb.Message) string {
 
 // A gossip message carries one group: ops that continue one author's
 // chain, of which the last is signed and vouches for the rest. A single
-// op is sent as its own bytes, which begin with the op version (1); a
+// op is sent as its own bytes, which begin with the op version (2); a
 // group of two or more as each op's length as a uvarint, then its
 // encoding. Every op is longer than 127 bytes, so a group's first byte has
 // its high bit set and the two cannot be confused; nothing else is added,

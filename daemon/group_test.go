@@ -133,3 +133,38 @@ func TestServeEndsRangesAtSignedOps(t *testing.T) {
 		t.Errorf("%d ranges; want the chain split", ranges)
 	}
 }
+
+// TestServeOnlyDurableOwnOps: catch-up never sends this node's own ops
+// that are not on disk yet, since a crash could undo them and the node
+// would then write other ops at their seqs.
+func TestServeOnlyDurableOwnOps(t *testing.T) {
+	a := newTestNode(t, "a")
+	id := createRealm(t, a, "durable")
+	writeMany(t, a, id, 20, "m")
+	rp, err := a.replica(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _ := rp.r.Head(a.Author())
+	if got := rp.durable.Load(); got != head {
+		t.Fatalf("durable head %d after acknowledged writes, want %d", got, head)
+	}
+	// As if the newest group were still syncing: durable ends where the
+	// group before it ends, at a signed op.
+	var ops []*crdt.Op
+	rp.r.Ops(a.Author(), 1, func(op *crdt.Op) bool { ops = append(ops, op); return true })
+	k := crdt.VouchedPrefix(ops[:len(ops)-1])
+	if k == 0 {
+		t.Fatal("no signed op before the head")
+	}
+	rp.durable.Store(uint64(k))
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
+	sent, err := rp.serve(w, map[crdt.PublicKey]uint64{}, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent != k {
+		t.Errorf("served %d ops, want the %d on disk of %d", sent, k, head)
+	}
+}

@@ -41,6 +41,7 @@ type replica struct {
 	members atomic.Pointer[map[peer.ID]bool] // current members, for the filters
 	started atomic.Bool                      // the genesis op is here
 	gap     atomic.Pointer[gapSeen]          // the oldest gap not yet pulled
+	durable atomic.Uint64                    // this node's newest op known to be on disk
 
 	joinPulled time.Time // the last pull for a realm not started; under mu
 	created    time.Time // when this node started holding the realm
@@ -68,6 +69,8 @@ func (n *Node) addReplica(r *crdt.Realm) (*replica, error) {
 	rp := &replica{n: n, id: r.ID(), r: r, ring: ring, notify: make(chan struct{}), created: time.Now()}
 	rp.refreshMembers()
 	rp.started.Store(r.HasGenesis())
+	head, _ := r.Head(n.Author()) // what the store holds at open is on disk
+	rp.durable.Store(head)
 	name := topicName(r.ID())
 
 	n.mu.Lock()

@@ -23,7 +23,7 @@ import (
 const protectTag = "realm"
 
 // syncProtocol is the catch-up protocol's id.
-const syncProtocol = protocol.ID("/realmsync/sync/1")
+const syncProtocol = protocol.ID("/realmsync/sync/2")
 
 // Catch-up timing.
 const (
@@ -359,7 +359,13 @@ func (rp *replica) serve(w *bufio.Writer, theirs map[crdt.PublicKey]uint64, tick
 	})
 	sent := 0
 	for _, a := range authors {
-		k, err := rp.serveChain(w, a, theirs[a]+1, mine[a], tick)
+		to := mine[a]
+		if a == rp.n.Author() {
+			// Only what is on disk: a crash could undo the rest, and this
+			// node would then write other ops at those seqs.
+			to = min(to, rp.durable.Load())
+		}
+		k, err := rp.serveChain(w, a, theirs[a]+1, to, tick)
 		sent += k
 		if err != nil {
 			return sent, err

@@ -17,7 +17,7 @@ const (
 	maxFrame          = 2 << 20 // bytes of one frame, type byte included
 	maxRealmsPerAsk   = 4096
 	maxAuthorsPerAsk  = 1 << 16 // per realm
-	maxOpsPerRange    = 1024
+	maxOpsPerRange    = crdt.MaxRangeOps
 	rangeTargetOps    = maxOpsPerRange - crdt.MaxGroupOps // a range is closed at the next signed op once this long
 	rangeTargetBytes  = 1 << 20                           // or once this full
 	syncVersion       = 1

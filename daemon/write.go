@@ -65,7 +65,10 @@ func (rp *replica) writeIf(ctx context.Context, check func(*crdt.Realm) error, b
 	// alone, it goes on at once.
 	if queued < groupTarget {
 		if ended := rp.n.st.Syncing(); ended != nil {
-			<-ended
+			select {
+			case <-ended:
+			case <-ctx.Done(): // the request is queued: write it, then give up
+			}
 		} else {
 			runtime.Gosched()
 		}
@@ -167,6 +170,7 @@ func (rp *replica) publishDurable() {
 		rp.pubq = rp.pubq[k:]
 		rp.pmu.Unlock()
 		for _, o := range ready {
+			rp.durable.Store(o.ops[len(o.ops)-1].Seq)
 			rp.publish(o.ops)
 		}
 		rp.pmu.Lock()

@@ -126,11 +126,17 @@ func replay(t *testing.T, a *author) *crdt.Realm {
 		ops = append(ops, op)
 	}
 	b := crdt.NewBatch()
-	// The genesis op has no realm id to link a range to; it goes alone.
-	for _, rg := range [][]*crdt.Op{ops[:1], ops[1:]} {
-		if _, err := r.ApplyRange(b, rg, a.wall); err != nil {
+	// The genesis op has no realm id to link a range to; it goes alone,
+	// the rest in ranges of at most crdt.MaxRangeOps.
+	for i := 0; i < len(ops); {
+		n := min(len(ops)-i, crdt.MaxRangeOps)
+		if i == 0 {
+			n = 1
+		}
+		if _, err := r.ApplyRange(b, ops[i:i+n], a.wall); err != nil {
 			t.Fatal(err)
 		}
+		i += n
 	}
 	st.Commit(b)
 	return r
