@@ -17,6 +17,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -235,6 +236,39 @@ func (n *Node) Write(ctx context.Context, id crdt.RealmID, body crdt.Body) (*crd
 	}
 	return rp.write(ctx, body)
 }
+
+// Name returns the display name other members see.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Realms returns the ids of the realms this node holds, in no order.
+func (n *Node) Realms() []crdt.RealmID {
+	rps := n.replicas()
+	ids := make([]crdt.RealmID, len(rps))
+	for i, rp := range rps {
+		ids[i] = rp.id
+	}
+	return ids
+}
+
+// Peers returns how many peers the node is connected to.
+func (n *Node) Peers() int { return len(n.host.Network().Peers()) }
+
+// Online reports whether the node is connected to the node of the member
+// with key k (or is that node).
+func (n *Node) Online(k crdt.PublicKey) bool {
+	if k == n.Author() {
+		return true
+	}
+	id, err := peerOf(k)
+	return err == nil && n.host.Network().Connectedness(id) == network.Connected
+}
+
+// PeerID returns the peer id of a member's node.
+func PeerID(k crdt.PublicKey) (peer.ID, error) { return peerOf(k) }
+
+// MemberKey returns the member key of a peer id; false for a peer id that
+// no realmsync node can have.
+func MemberKey(id peer.ID) (crdt.PublicKey, bool) { return authorOf(id) }
 
 // View calls fn with the realm, which it must only read, and must not
 // keep past the call. Writes to the realm wait while fn runs.
