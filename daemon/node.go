@@ -81,9 +81,10 @@ func New(cfg Config) (n *Node, err error) {
 	n = &Node{cfg: cfg, log: cfg.Logger,
 		realms: make(map[crdt.RealmID]*replica), topics: make(map[string]*replica)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	partial := n // the returns below set n to nil
 	defer func() {
 		if err != nil {
-			n.Close()
+			partial.Close()
 		}
 	}()
 	if n.lock, err = lockDir(cfg.DataDir); err != nil {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -377,4 +378,24 @@ func TestCatchUpAfterOffline(t *testing.T) {
 	t.Cleanup(func() { b.Close() })
 	connect(t, b, a)
 	converge(t, id, a, b)
+}
+
+// TestDataDirLocked: a second node on a data dir in use is refused with
+// ErrLocked, and the first goes on unharmed.
+func TestDataDirLocked(t *testing.T) {
+	dir := t.TempDir()
+	a, err := New(Config{DataDir: dir, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if b, err := New(Config{DataDir: dir, Listen: []string{"/ip4/127.0.0.1/tcp/0"}}); !errors.Is(err, ErrLocked) {
+		if b != nil {
+			b.Close()
+		}
+		t.Fatalf("second node on the same dir: %v, want ErrLocked", err)
+	}
+	if _, err := a.CreateRealm(context.Background(), "still here"); err != nil {
+		t.Errorf("first node after the refusal: %v", err)
+	}
 }

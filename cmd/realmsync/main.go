@@ -1,41 +1,86 @@
 // Command realmsync is the realmsync daemon and its command-line client.
 //
-// This build carries the realm engine and its storage; the daemon, offers
-// and API arrive with their issues, and until then every command prints
-// this help.
+// `realmsync daemon` runs a node and its local API; every other command
+// talks to a running daemon through that API. See README.md.
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
 )
 
-const usage = `realmsync: peer-to-peer CRDT sync, with invites instead of a server.
-
-Usage:
-  realmsync daemon [--data DIR] [--api ADDR] [--listen MULTIADDR,...] [--name NAME]
-  realmsync realm create NAME
-  realmsync invite create REALM [--role ROLE] [--expires DURATION] [--uses N]
-  realmsync invite accept TOKEN
-  realmsync send REALM TEXT...
-  realmsync chat REALM
-
-This build has the realm engine (package crdt) and its on-disk store
-(package daemon/store) only; the node, the offers and the API are not
-built yet, so no command runs. See README.md.
-`
+// Exit statuses, as the contract has them.
+const (
+	exitOK          = 0
+	exitRefused     = 1 // the daemon or the node refused; the reason on stderr
+	exitUsage       = 2
+	exitUnreachable = 3 // no daemon answers
+)
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, usage)
-		return 0
+// exitError carries an exit status up to run.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func refused(err error) error     { return &exitError{exitRefused, err} }
+func unreachable(err error) error { return &exitError{exitUnreachable, err} }
+func usage(err error) error       { return &exitError{exitUsage, err} }
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := rootCommand(stdin, stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
 	}
-	fmt.Fprint(stderr, usage)
-	fmt.Fprintf(stderr, "\nrealmsync %s: not available in this build\n", args[0])
-	return 2
+	fmt.Fprintf(stderr, "realmsync: %v\n", err)
+	var e *exitError
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return exitUsage // cobra's own errors are about the command line
+}
+
+// version is the module version the binary was built from.
+func version() string {
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
+		return info.Main.Version
+	}
+	return "devel"
+}
+
+func rootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "realmsync",
+		Short: "Peer-to-peer CRDT sync, with invites instead of a server",
+		Long: `realmsync keeps realms (shared, live data: chats, notes, any objects) in
+step between your devices and your friends' over libp2p, with no server.
+Run "realmsync daemon" on each device, then invite people with an offer
+they accept by token or QR code.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version(),
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
+	root.PersistentFlags().String("data", "", "data dir (env REALMSYNC_DATA; default $XDG_DATA_HOME/realmsync or ~/.local/share/realmsync)")
+	root.PersistentFlags().Bool("json", false, "print the API's JSON answer")
+	root.AddCommand(daemonCommand(), statusCommand(), realmCommand(), memberCommand(),
+		sendCommand(), messagesCommand(), inviteCommand())
+	return root
 }

@@ -2,9 +2,26 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
+
+// cliEnv makes the test binary run as the realmsync command, so that the
+// tests run it as a user would: a process with arguments and exit codes.
+const cliEnv = "REALMSYNC_TEST_CLI"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(cliEnv) == "1" {
+		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
 
 func TestRun(t *testing.T) {
 	tests := []struct {
@@ -15,14 +32,19 @@ func TestRun(t *testing.T) {
 		wantErr  string
 	}{
 		{name: "no args", wantCode: 0, wantOut: "Usage:"},
-		{name: "help", args: []string{"--help"}, wantCode: 0, wantOut: "realmsync daemon"},
-		{name: "daemon", args: []string{"daemon"}, wantCode: 2, wantErr: "not available in this build"},
+		{name: "help", args: []string{"--help"}, wantCode: 0, wantOut: "daemon"},
+		{name: "command help", args: []string{"invite", "create", "--help"}, wantCode: 0, wantOut: "Example"},
+		{name: "unknown command", args: []string{"frobnicate"}, wantCode: exitUsage, wantErr: "unknown command"},
+		{name: "missing argument", args: []string{"send", "kitchen"}, wantCode: exitUsage, wantErr: "requires at least 2 arg"},
+		{name: "bad flag", args: []string{"messages", "kitchen", "--limit", "many"}, wantCode: exitUsage, wantErr: "invalid argument"},
+		{name: "no daemon", args: []string{"status", "--data", "/nonexistent/realmsync"}, wantCode: exitUnreachable, wantErr: "no daemon running"},
+		{name: "api not on loopback", args: []string{"daemon", "--data", t.TempDir(), "--api", "0.0.0.0:7700"}, wantCode: exitUsage, wantErr: "loopback"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
-			if got := run(tt.args, &out, &errb); got != tt.wantCode {
-				t.Errorf("exit code = %d, want %d", got, tt.wantCode)
+			if got := run(tt.args, strings.NewReader(""), &out, &errb); got != tt.wantCode {
+				t.Errorf("exit code = %d, want %d (stderr %q)", got, tt.wantCode, errb.String())
 			}
 			if !strings.Contains(out.String(), tt.wantOut) {
 				t.Errorf("stdout = %q, want it to contain %q", out.String(), tt.wantOut)
@@ -30,6 +52,167 @@ func TestRun(t *testing.T) {
 			if !strings.Contains(errb.String(), tt.wantErr) {
 				t.Errorf("stderr = %q, want it to contain %q", errb.String(), tt.wantErr)
 			}
+			if tt.wantCode != 0 && strings.Count(strings.TrimSpace(errb.String()), "\n") > 0 {
+				t.Errorf("error is more than one line: %q", errb.String())
+			}
 		})
+	}
+}
+
+// cli runs the command in its own process with a data dir.
+type cli struct {
+	t    *testing.T
+	data string
+}
+
+// run runs a client command and returns its stdout; it must exit 0.
+func (c cli) run(args ...string) string {
+	c.t.Helper()
+	out, errOut, code := c.exec(args...)
+	if code != 0 {
+		c.t.Fatalf("realmsync %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+func (c cli) exec(args ...string) (stdout, stderr string, code int) {
+	cmd := exec.Command(os.Args[0], append(args, "--data", c.data)...)
+	cmd.Env = append(os.Environ(), cliEnv+"=1")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if x, ok := err.(*exec.ExitError); ok {
+		return o.String(), e.String(), x.ExitCode()
+	} else if err != nil {
+		c.t.Fatal(err)
+	}
+	return o.String(), e.String(), 0
+}
+
+// startDaemon starts `realmsync daemon` on loopback ports and waits until
+// its api.json appears.
+func startDaemon(t *testing.T, name string) (cli, *exec.Cmd) {
+	t.Helper()
+	c := cli{t: t, data: t.TempDir()}
+	cmd := exec.Command(os.Args[0], "daemon", "--data", c.data, "--api", "127.0.0.1:0",
+		"--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--name", name, "--log-level", "warn")
+	cmd.Env = append(os.Environ(), cliEnv+"=1")
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s daemon log:\n%s", name, logs.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(c.data, apiFile)); err == nil {
+			return c, cmd
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s daemon wrote no %s within 30 s: %s", name, apiFile, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// within retries check until it holds or 20 s pass.
+func within(t *testing.T, what string, check func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20 s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestWalkthrough runs the README's walkthrough with two daemons: create a
+// realm, invite, accept, chat both ways, remove, stop.
+func TestWalkthrough(t *testing.T) {
+	a, ad := startDaemon(t, "alice")
+	b, bd := startDaemon(t, "bob")
+
+	if fi, err := os.Stat(filepath.Join(a.data, tokenFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("api-token: %v, mode %v", err, fi.Mode())
+	}
+	var info apiInfo
+	raw, _ := os.ReadFile(filepath.Join(a.data, apiFile))
+	if err := json.Unmarshal(raw, &info); err != nil || info.PID != ad.Process.Pid || !strings.HasPrefix(info.PeerID, "12D3Koo") {
+		t.Fatalf("api.json = %s (%v)", raw, err)
+	}
+	if _, errOut, code := (cli{t: t, data: a.data}).exec("daemon", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false"); code != exitRefused || !strings.Contains(errOut, "in use") {
+		t.Errorf("second daemon on the same data dir: exit %d: %s", code, errOut)
+	}
+
+	id := strings.TrimSpace(a.run("realm", "create", "kitchen"))
+	token := strings.TrimSpace(a.run("invite", "create", "kitchen", "--role", "writer", "--qr", filepath.Join(t.TempDir(), "qr.png")))
+	if !strings.HasPrefix(token, "REALMSYNC-") || strings.Contains(token, "\n") {
+		t.Fatalf("invite create printed %q", token)
+	}
+	if got := strings.TrimSpace(b.run("invite", "accept", token)); got != id {
+		t.Fatalf("invite accept printed %q, want %s", got, id)
+	}
+	within(t, "bob holds the realm", func() bool {
+		out, _, code := b.exec("realm", "show", id)
+		return code == 0 && strings.Contains(out, "kitchen") && strings.Contains(out, "writer")
+	})
+
+	a.run("send", "kitchen", "dinner", "at", "eight?")
+	b.run("send", "kitchen", "yes, I'll bring bread")
+	for _, c := range []cli{a, b} {
+		within(t, "both messages everywhere", func() bool {
+			out := c.run("messages", "kitchen")
+			return strings.Contains(out, "alice: dinner at eight?") && strings.Contains(out, "bob: yes, I'll bring bread")
+		})
+	}
+	var members struct {
+		Members []struct {
+			PeerID string `json:"peer_id"`
+			Name   string `json:"name"`
+		}
+	}
+	if err := json.Unmarshal([]byte(a.run("member", "list", "kitchen", "--json")), &members); err != nil || len(members.Members) != 2 {
+		t.Fatalf("member list --json: %+v, %v", members, err)
+	}
+	var bob string
+	for _, m := range members.Members {
+		if m.Name == "bob" {
+			bob = m.PeerID
+		}
+	}
+	a.run("member", "remove", "kitchen", bob)
+	if _, errOut, code := a.exec("member", "remove", "kitchen", bob); code != exitRefused || !strings.Contains(errOut, "not_found") {
+		t.Errorf("removing bob twice: exit %d: %s", code, errOut)
+	}
+
+	// A graceful stop: exit 0, api.json gone.
+	for _, d := range []struct {
+		c   cli
+		cmd *exec.Cmd
+	}{{a, ad}, {b, bd}} {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- d.cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("daemon exit after SIGTERM: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("daemon did not stop within 20 s of SIGTERM")
+		}
+		if _, err := os.Stat(filepath.Join(d.c.data, apiFile)); err == nil {
+			t.Errorf("api.json left behind after a clean stop")
+		}
+		if _, errOut, code := d.c.exec("status"); code != exitUnreachable {
+			t.Errorf("status after stop: exit %d: %s", code, errOut)
+		}
 	}
 }
