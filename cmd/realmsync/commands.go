@@ -42,7 +42,7 @@ func statusCommand() *cobra.Command {
 			show(cmd, raw, func(w io.Writer) {
 				fmt.Fprintf(w, "peer id:  %s\nname:     %s\nversion:  %s\nrealms:   %d\npeers:    %d\n", s.PeerID, s.Name, s.Version, s.Realms, s.Peers)
 				for _, a := range s.Addrs {
-					fmt.Fprintf(w, "address:  %s/p2p/%s\n", a, s.PeerID)
+					fmt.Fprintf(w, "address:  %s\n", a)
 				}
 			})
 			return nil
