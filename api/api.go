@@ -123,4 +123,7 @@ type Backend interface {
 	Accept(ctx context.Context, token string) (Realm, error)
 	// AcceptImage is Accept for a PNG or JPEG holding the offer's QR code.
 	AcceptImage(ctx context.Context, image []byte) (Realm, error)
+
+	// Changed returns a channel that is closed at the realm's next change.
+	Changed(realm string) (<-chan struct{}, error)
 }

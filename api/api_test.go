@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,7 +20,8 @@ const testToken = "s3cret-token"
 type fake struct {
 	mu       sync.Mutex
 	messages []Message
-	calls    int // calls that change something
+	calls    int           // calls that change something
+	change   chan struct{} // closed at the next change
 }
 
 var _ Backend = (*fake)(nil)
@@ -67,10 +69,11 @@ func (f *fake) Send(_ context.Context, realm, text string) (Message, error) {
 		return Message{}, err
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.calls++
 	m := Message{ID: fmt.Sprint("m", len(f.messages)), Author: "12D3KooWfake", Text: text, SentAt: time.Unix(1, 0).UTC()}
 	f.messages = append(f.messages, m)
+	f.mu.Unlock()
+	f.notify()
 	return m, nil
 }
 func (f *fake) Messages(realm, after string, limit int) ([]Message, error) {
@@ -86,6 +89,9 @@ func (f *fake) Messages(realm, after string, limit int) ([]Message, error) {
 			out = append(out, m)
 		}
 		seen = seen || m.ID == after
+	}
+	if !seen {
+		return nil, Errorf(http.StatusNotFound, CodeNotFound, "no message %q", after)
 	}
 	return out, nil
 }
@@ -119,6 +125,25 @@ func (f *fake) Accept(_ context.Context, token string) (Realm, error) {
 	f.changed()
 	return home, nil
 }
+func (f *fake) Changed(realm string) (<-chan struct{}, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.change == nil {
+		f.change = make(chan struct{})
+	}
+	return f.change, f.find(realm)
+}
+
+// notify closes the change channel, as a node does at a change.
+func (f *fake) notify() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.change != nil {
+		close(f.change)
+		f.change = nil
+	}
+}
+
 func (f *fake) AcceptImage(_ context.Context, img []byte) (Realm, error) {
 	return Realm{}, Errorf(http.StatusBadRequest, "no_qr_code", "no QR code found in the image")
 }
@@ -310,5 +335,79 @@ func TestLoopbackHost(t *testing.T) {
 		if got := loopbackHost(host); got != want {
 			t.Errorf("loopbackHost(%q) = %v, want %v", host, got, want)
 		}
+	}
+}
+
+// sseEvent is one event read from a stream.
+type sseEvent struct{ event, id, data string }
+
+// readEvents reads events from an event stream until n have come.
+func readEvents(t *testing.T, body io.Reader, n int) []sseEvent {
+	t.Helper()
+	sc := bufio.NewScanner(body)
+	var out []sseEvent
+	var cur sseEvent
+	for len(out) < n && sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if cur.event != "" {
+				out = append(out, cur)
+			}
+			cur = sseEvent{}
+		case strings.HasPrefix(line, "event: "):
+			cur.event = line[len("event: "):]
+		case strings.HasPrefix(line, "id: "):
+			cur.id = line[len("id: "):]
+		case strings.HasPrefix(line, "data: "):
+			cur.data = line[len("data: "):]
+		}
+	}
+	if len(out) < n {
+		t.Fatalf("stream ended after %d of %d events: %v", len(out), n, sc.Err())
+	}
+	return out
+}
+
+// TestEvents: new messages arrive as events; a stream resumed with
+// Last-Event-ID gets what was sent while it was away.
+func TestEvents(t *testing.T) {
+	f, c := newServer(t)
+	f.Send(context.Background(), "home", "before")
+	open := func(last string) *http.Response {
+		req, _ := http.NewRequest("GET", c.base+"/v1/realms/home/events", nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		if last != "" {
+			req.Header.Set("Last-Event-ID", last)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+			t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		return resp
+	}
+	resp := open("")
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		f.Send(context.Background(), "home", "live")
+	}()
+	ev := readEvents(t, resp.Body, 1)
+	resp.Body.Close()
+	if ev[0].event != "message" || ev[0].id != "m1" || !strings.Contains(ev[0].data, `"text":"live"`) {
+		t.Fatalf("first event: %+v (the message from before connecting must not come)", ev[0])
+	}
+	f.Send(context.Background(), "home", "away 1")
+	f.Send(context.Background(), "home", "away 2")
+	resp = open("m1")
+	defer resp.Body.Close()
+	ev = readEvents(t, resp.Body, 2)
+	if ev[0].id != "m2" || ev[1].id != "m3" {
+		t.Fatalf("resumed: %+v", ev)
+	}
+	if r := c.do("GET", "/v1/realms/home/events", "", func(r *http.Request) { r.Header.Set("Last-Event-ID", "nope") }); r.status != 404 {
+		t.Errorf("resume after an unknown id = %d %s", r.status, r.body)
 	}
 }

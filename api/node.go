@@ -454,6 +454,16 @@ func (nb *NodeBackend) AcceptImage(ctx context.Context, img []byte) (Realm, erro
 	return nb.Accept(ctx, text)
 }
 
+// Changed returns a channel closed at the realm's next change.
+func (nb *NodeBackend) Changed(realm string) (<-chan struct{}, error) {
+	id, err := nb.resolve(realm)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := nb.n.Changed(id)
+	return ch, nodeError(err)
+}
+
 // offerStatus is the HTTP status of each refused-offer code.
 var offerStatus = map[string]int{
 	"invalid_token":  http.StatusBadRequest,

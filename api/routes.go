@@ -53,6 +53,7 @@ func (s *Server) routes() {
 	s.route("/v1/realms/{realm}/invites/{offer}", methods{"DELETE": s.revokeInvite})
 	s.route("/v1/realms/{realm}/invites/{offer}/qr.png", methods{"GET": s.inviteQR})
 	s.route("/v1/invites/accept", methods{"POST": s.accept})
+	s.route("/v1/realms/{realm}/events", methods{"GET": s.events})
 }
 
 func (s *Server) listRealms(w http.ResponseWriter, r *http.Request) error {
