@@ -1,11 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -161,19 +164,42 @@ func messagesCommand() *cobra.Command {
 		"  realmsync messages kitchen --limit 20", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, c *client, args []string) error {
 			limit, _ := cmd.Flags().GetInt("limit")
-			var out struct{ Messages []api.Message }
-			raw, err := c.call("GET", fmt.Sprintf("/v1/realms/%s/messages?limit=%d", esc(args[0]), limit), nil, &out)
+			follow, _ := cmd.Flags().GetBool("follow")
+			if limit < 1 {
+				return usage(fmt.Errorf("--limit must be at least 1"))
+			}
+			msgs, err := c.history(args[0], limit)
 			if err != nil {
 				return err
 			}
-			show(cmd, raw, func(w io.Writer) {
-				for _, m := range out.Messages {
-					printMessage(w, m)
+			w := cmd.OutOrStdout()
+			print := func(m api.Message) {
+				if jsonOut(cmd) {
+					raw, _ := json.Marshal(m)
+					fmt.Fprintf(w, "%s\n", raw)
+					return
 				}
-			})
-			return nil
+				printMessage(w, m)
+			}
+			if jsonOut(cmd) && !follow {
+				raw, _ := json.MarshalIndent(map[string][]api.Message{"messages": msgs}, "", "  ")
+				fmt.Fprintf(w, "%s\n", raw)
+				return nil
+			}
+			last := ""
+			for _, m := range msgs {
+				print(m)
+				last = m.ID
+			}
+			if !follow {
+				return nil
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return c.follow(ctx, args[0], last, print)
 		})
-	cmd.Flags().Int("limit", 100, "print at most this many messages")
+	cmd.Flags().Int("limit", 100, "print at most this many of the newest messages")
+	cmd.Flags().Bool("follow", false, "keep printing new messages as they arrive (one JSON object a line with --json)")
 	return cmd
 }
 

@@ -137,11 +137,15 @@ func runDaemon(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return refused(fmt.Errorf("API address: %w", err))
 	}
+	// Event streams last until the client leaves; shutting down ends them.
+	streams, endStreams := context.WithCancel(context.Background())
 	srv := &http.Server{
 		Handler:           api.NewServer(api.NewNodeBackend(n, version()), token, log.With("component", "api")),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return streams },
 	}
+	srv.RegisterOnShutdown(endStreams)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -172,6 +174,42 @@ func TestWalkthrough(t *testing.T) {
 			return strings.Contains(out, "alice: dinner at eight?") && strings.Contains(out, "bob: yes, I'll bring bread")
 		})
 	}
+	// Follow on bob's side, chat on alice's.
+	follow := exec.Command(os.Args[0], "messages", "kitchen", "--follow", "--limit", "1", "--data", b.data)
+	follow.Env = append(os.Environ(), cliEnv+"=1")
+	var followed syncBuffer
+	follow.Stdout = &followed
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { follow.Process.Kill(); follow.Wait() }()
+	chat := exec.Command(os.Args[0], "chat", "kitchen", "--data", a.data)
+	chat.Env = append(os.Environ(), cliEnv+"=1")
+	chatIn, err := chat.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chatOut syncBuffer
+	chat.Stdout = &chatOut
+	if err := chat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	within(t, "chat shows the history", func() bool { return strings.Contains(chatOut.String(), "bob: yes") })
+	fmt.Fprintln(chatIn, "typed in chat")
+	b.run("send", "kitchen", "bob again")
+	within(t, "follow and chat see the new messages", func() bool {
+		f, c := followed.String(), chatOut.String()
+		return strings.Contains(f, "alice: typed in chat") && strings.Contains(f, "bob: bob again") &&
+			strings.Contains(c, "alice: typed in chat") && strings.Contains(c, "bob: bob again")
+	})
+	if strings.Contains(followed.String(), "dinner at eight") {
+		t.Errorf("--limit 1 printed older history: %q", followed.String())
+	}
+	chatIn.Close() // Ctrl-D
+	if err := chat.Wait(); err != nil {
+		t.Errorf("chat after Ctrl-D: %v", err)
+	}
+
 	var members struct {
 		Members []struct {
 			PeerID string `json:"peer_id"`
@@ -215,4 +253,22 @@ func TestWalkthrough(t *testing.T) {
 			t.Errorf("status after stop: exit %d: %s", code, errOut)
 		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a process writes while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
