@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -409,5 +410,34 @@ func TestEvents(t *testing.T) {
 	}
 	if r := c.do("GET", "/v1/realms/home/events", "", func(r *http.Request) { r.Header.Set("Last-Event-ID", "nope") }); r.status != 404 {
 		t.Errorf("resume after an unknown id = %d %s", r.status, r.body)
+	}
+}
+
+// TestOpenAPI: the document describes exactly the routes there are.
+func TestOpenAPI(t *testing.T) {
+	f := &fake{}
+	srv := NewServer(f, testToken, nil)
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	c := &client{t: t, base: ts.URL}
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	c.decode("GET", "/v1/openapi.json", "", 200, &doc)
+	if doc.OpenAPI != "3.1.0" {
+		t.Errorf("openapi = %q", doc.OpenAPI)
+	}
+	var documented []string
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			documented = append(documented, strings.ToUpper(method)+" "+path)
+		}
+	}
+	routed := slices.Clone(srv.table)
+	slices.Sort(documented)
+	slices.Sort(routed)
+	if !slices.Equal(documented, routed) {
+		t.Errorf("documented and routed differ:\ndocumented %v\nrouted     %v", documented, routed)
 	}
 }

@@ -21,6 +21,9 @@ func (s *Server) route(path string, m methods) {
 		allow = append(allow, k)
 	}
 	slices.Sort(allow)
+	for _, method := range allow {
+		s.table = append(s.table, method+" "+path)
+	}
 	s.mux.Handle(path, s.handler(func(w http.ResponseWriter, r *http.Request) error {
 		fn, ok := m[r.Method]
 		if !ok {
@@ -54,6 +57,15 @@ func (s *Server) routes() {
 	s.route("/v1/realms/{realm}/invites/{offer}/qr.png", methods{"GET": s.inviteQR})
 	s.route("/v1/invites/accept", methods{"POST": s.accept})
 	s.route("/v1/realms/{realm}/events", methods{"GET": s.events})
+	doc, err := json.MarshalIndent(openAPI(), "", "  ")
+	if err != nil {
+		panic(err) // a map of plain values always encodes
+	}
+	s.route("/v1/openapi.json", methods{"GET": func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(doc)
+		return nil
+	}})
 }
 
 func (s *Server) listRealms(w http.ResponseWriter, r *http.Request) error {

@@ -18,6 +18,7 @@ type Server struct {
 	token [sha256.Size]byte // the token's hash: compared in constant time
 	log   *slog.Logger
 	mux   *http.ServeMux
+	table []string // "METHOD /path" of every route
 }
 
 // NewServer returns a server for b that admits requests bearing token.
