@@ -157,7 +157,7 @@ type client struct {
 
 func newServer(t *testing.T) (*fake, *client) {
 	f := &fake{}
-	srv := httptest.NewServer(NewServer(f, testToken, nil))
+	srv := httptest.NewServer(NewServer(f, testToken, nil, nil))
 	t.Cleanup(srv.Close)
 	return f, &client{t: t, base: srv.URL}
 }
@@ -416,7 +416,7 @@ func TestEvents(t *testing.T) {
 // TestOpenAPI: the document describes exactly the routes there are.
 func TestOpenAPI(t *testing.T) {
 	f := &fake{}
-	srv := NewServer(f, testToken, nil)
+	srv := NewServer(f, testToken, nil, nil)
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
 	c := &client{t: t, base: ts.URL}

@@ -20,7 +20,7 @@ func nodeAPI(t *testing.T, name string) *client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	srv := httptest.NewServer(NewServer(NewNodeBackend(n, "test"), testToken, nil))
+	srv := httptest.NewServer(NewServer(NewNodeBackend(n, "test"), testToken, nil, nil))
 	t.Cleanup(srv.Close)
 	return &client{t: t, base: srv.URL}
 }

@@ -38,6 +38,7 @@ var operations = []opDoc{
 	{"DELETE", "/v1/realms/{realm}/invites/{offer}", "Revoke an invite", "", 204, ""},
 	{"GET", "/v1/realms/{realm}/invites/{offer}/qr.png", "An invite's QR code", "", 200, "png"},
 	{"POST", "/v1/invites/accept", "Join a realm with an invite's token, or the image of its QR code", "Accept", 201, "Realm"},
+	{"GET", "/metrics", "Prometheus metrics: the node's, libp2p's, the API's and the Go runtime's", "", 200, "metrics"},
 	{"GET", "/v1/realms/{realm}/events", "Server-Sent Events: message (id: the message id, resumable with Last-Event-ID), member, invite", "", 200, "events"},
 }
 
@@ -85,6 +86,8 @@ func openAPI() map[string]any {
 		case "":
 		case "png":
 			ok["content"] = map[string]any{"image/png": map[string]any{"schema": map[string]any{"type": "string", "contentMediaType": "image/png"}}}
+		case "metrics":
+			ok["content"] = map[string]any{"text/plain": map[string]any{"schema": map[string]any{"type": "string"}}}
 		case "events":
 			ok["content"] = map[string]any{"text/event-stream": map[string]any{"schema": map[string]any{"type": "string"}}}
 		case "Any":

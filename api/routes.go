@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"net/http"
 	"slices"
@@ -61,6 +62,11 @@ func (s *Server) routes() {
 	if err != nil {
 		panic(err) // a map of plain values always encodes
 	}
+	metrics := promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{})
+	s.route("/metrics", methods{"GET": func(w http.ResponseWriter, r *http.Request) error {
+		metrics.ServeHTTP(w, r)
+		return nil
+	}})
 	s.route("/v1/openapi.json", methods{"GET": func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(doc)

@@ -1,10 +1,14 @@
 package api
 
 import (
+	"strconv"
+
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"io"
 	"log/slog"
 	"net"
@@ -14,27 +18,66 @@ import (
 
 // Server serves the API of one Backend.
 type Server struct {
-	b     Backend
-	token [sha256.Size]byte // the token's hash: compared in constant time
-	log   *slog.Logger
-	mux   *http.ServeMux
-	table []string // "METHOD /path" of every route
+	b        Backend
+	token    [sha256.Size]byte // the token's hash: compared in constant time
+	log      *slog.Logger
+	mux      *http.ServeMux
+	table    []string // "METHOD /path" of every route
+	metrics  *prometheus.Registry
+	requests *prometheus.CounterVec
 }
 
 // NewServer returns a server for b that admits requests bearing token.
-// log may be nil.
-func NewServer(b Backend, token string, log *slog.Logger) *Server {
+// GET /metrics shows what reg holds (the node's metrics, say) with the
+// API's own and the Go runtime's added; reg and log may be nil.
+func NewServer(b Backend, token string, log *slog.Logger, reg *prometheus.Registry) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{b: b, token: sha256.Sum256([]byte(token)), log: log, mux: http.NewServeMux()}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s := &Server{b: b, token: sha256.Sum256([]byte(token)), log: log, mux: http.NewServeMux(), metrics: reg}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "realmsync_api_requests_total", Help: "API requests, by route and status.",
+	}, []string{"route", "status"})
+	reg.MustRegister(s.requests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.routes()
 	return s
 }
 
-// ServeHTTP checks where the request comes from and its token, then
-// routes it.
+// ServeHTTP counts the request, then serves it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	s.serve(rec, r)
+	_, route := s.mux.Handler(r)
+	s.requests.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
+}
+
+// recorder notes the status of an answer; it passes flushes on, for
+// event streams.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(status int) {
+	if !r.wrote {
+		r.status, r.wrote = status, true
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// serve checks where the request comes from and its token, then routes
+// it.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")

@@ -169,6 +169,18 @@ func (r *Realm) Messages(after string, limit int) ([]*Object, error) {
 	return out, nil
 }
 
+// MessageCount counts the chat messages by reading the message index. It
+// reads the store only, so it may run without the caller's lock on the
+// realm, and then counts what was committed when it started.
+func (r *Realm) MessageCount() (int, error) {
+	n := 0
+	err := r.st.Scan(r.keys.messages(), r.keys.messages(), func(string, []byte) bool {
+		n++
+		return true
+	})
+	return n, err
+}
+
 // Member is one member of a realm as the API shows it.
 type Member struct {
 	Key    PublicKey

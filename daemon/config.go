@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"time"
 
@@ -59,6 +60,10 @@ type Config struct {
 
 	// Logger receives the node's logs. Nil means no logs.
 	Logger *slog.Logger
+
+	// Metrics receives the node's Prometheus metrics and libp2p's. Nil
+	// means none are exported.
+	Metrics prometheus.Registerer
 
 	// Now returns the wall clock; nil means time.Now. Tests set it.
 	Now func() time.Time

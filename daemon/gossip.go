@@ -241,15 +241,20 @@ func (rp *replica) validate(_ context.Context, from peer.ID, m *pubsub.Message) 
 	}
 	if !rp.isMember(from) {
 		rp.n.log.Debug("op from a non-member rejected", "realm", rp.id, "peer", from)
+		rp.n.metrics.rejected.WithLabelValues("sender_not_member").Inc()
 		return pubsub.ValidationReject
 	}
 	ops, err := decodeGroup(m.GetData())
 	if err != nil {
 		rp.n.log.Info("op rejected", "realm", rp.id, "peer", from, "err", err)
+		rp.n.metrics.rejected.WithLabelValues(rejectReason(err)).Inc()
 		return pubsub.ValidationReject
 	}
 	op := ops[len(ops)-1]
 	res, err := rp.apply(ops, false)
+	if err != nil {
+		rp.n.metrics.rejected.WithLabelValues(rejectReason(err)).Inc()
+	}
 	var eq *crdt.Equivocation
 	switch {
 	case errors.Is(err, crdt.ErrPendingFull):

@@ -44,7 +44,11 @@ func newHost(cfg Config, key crypto.PrivKey) (host.Host, *connmgr.BasicConnMgr, 
 		libp2p.EnableNATService(),
 		libp2p.NATPortMap(),
 		libp2p.EnableRelay(),
-		libp2p.DisableMetrics(),
+	}
+	if cfg.Metrics != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Metrics))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
 	}
 	if cfg.gater != nil {
 		opts = append(opts, libp2p.ConnectionGater(cfg.gater))

@@ -41,15 +41,16 @@ const tickInterval = 250 * time.Millisecond
 // its datastore and the realms it holds. Create it with New, stop it with
 // Close. It is safe for concurrent use.
 type Node struct {
-	cfg  Config
-	log  *slog.Logger
-	lock *os.File
-	st   *store.Store
-	priv ed25519.PrivateKey
-	self crdt.PublicKey
-	host host.Host
-	cm   *connmgr.BasicConnMgr
-	ps   *pubsub.PubSub
+	cfg     Config
+	log     *slog.Logger
+	lock    *os.File
+	st      *store.Store
+	priv    ed25519.PrivateKey
+	metrics *metrics
+	self    crdt.PublicKey
+	host    host.Host
+	cm      *connmgr.BasicConnMgr
+	ps      *pubsub.PubSub
 
 	mu     sync.RWMutex
 	realms map[crdt.RealmID]*replica
@@ -129,6 +130,7 @@ func New(cfg Config) (n *Node, err error) {
 // startNet starts the host and the gossip router.
 func (n *Node) startNet(key crypto.PrivKey) error {
 	var err error
+	n.metrics = newMetrics(n.cfg.Metrics, n)
 	if n.host, n.cm, err = newHost(n.cfg, key); err != nil {
 		return err
 	}

@@ -154,6 +154,11 @@ func (rp *replica) apply(ops []*crdt.Op, ranged bool) (*crdt.Result, error) {
 	}
 	if res != nil {
 		rp.changedLocked(res)
+		source := "gossip"
+		if ranged {
+			source = "catchup"
+		}
+		rp.n.metrics.applied.WithLabelValues(source).Add(float64(len(res.Stored)))
 		if f := rp.n.cfg.onApplied; f != nil && len(res.Stored) > 0 {
 			f(res.Stored, ranged)
 		}

@@ -205,6 +205,8 @@ func (n *Node) pullOnce(ctx context.Context, id peer.ID, push bool) (again bool,
 		}
 	}
 	if applied > 0 {
+		n.metrics.caughtUp.Add(float64(applied))
+		n.metrics.catchUp.Observe(time.Since(start).Seconds())
 		n.log.Info("caught up", "peer", id, "ops", applied, "duration", time.Since(start))
 		n.spread()
 	}

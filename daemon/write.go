@@ -186,6 +186,7 @@ func (rp *replica) publish(ops []*crdt.Op) {
 		// catch-up carry the op.
 		rp.n.spread()
 	}
+	rp.n.metrics.published.Add(float64(len(ops)))
 	if err := rp.topic.Publish(ctx, encodeGroup(ops)); err != nil && ctx.Err() == nil {
 		// Gossip may lose ops; catch-up brings these to the others.
 		rp.n.log.Warn("publish failed", "realm", rp.id, "ops", len(ops), "last", ops[len(ops)-1], "err", err)

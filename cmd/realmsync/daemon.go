@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/realmsync/realmsync/api"
@@ -118,7 +119,9 @@ func runDaemon(cmd *cobra.Command, _ []string) error {
 		return refused(err)
 	}
 
+	reg := prometheus.NewRegistry()
 	n, err := daemon.New(daemon.Config{
+		Metrics: reg,
 		DataDir: dir,
 		Listen:  splitList(flagOrEnv(cmd, "listen", "REALMSYNC_LISTEN")),
 		Name:    flagOrEnv(cmd, "name", "REALMSYNC_NAME"),
@@ -140,7 +143,7 @@ func runDaemon(cmd *cobra.Command, _ []string) error {
 	// Event streams last until the client leaves; shutting down ends them.
 	streams, endStreams := context.WithCancel(context.Background())
 	srv := &http.Server{
-		Handler:           api.NewServer(api.NewNodeBackend(n, version()), token, log.With("component", "api")),
+		Handler:           api.NewServer(api.NewNodeBackend(n, version()), token, log.With("component", "api"), reg),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return streams },

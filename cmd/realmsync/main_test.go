@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -228,6 +230,26 @@ func TestWalkthrough(t *testing.T) {
 	a.run("member", "remove", "kitchen", bob)
 	if _, errOut, code := a.exec("member", "remove", "kitchen", bob); code != exitRefused || !strings.Contains(errOut, "not_found") {
 		t.Errorf("removing bob twice: exit %d: %s", code, errOut)
+	}
+
+	// Metrics: the node's, the API's, libp2p's and Go's.
+	apiToken, _ := os.ReadFile(filepath.Join(a.data, tokenFile))
+	req, _ := http.NewRequest("GET", "http://"+info.Addr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(apiToken)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"realmsync_ops_published_total", "realmsync_ops_applied_total{source=", "realmsync_realm_members{realm=\"" + id + "\"} 1",
+		"realmsync_realm_messages{realm=", "realmsync_peers", `realmsync_api_requests_total{route="/v1/realms/{realm}/messages",status="201"}`,
+		"go_goroutines", "libp2p_",
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 
 	// A graceful stop: exit 0, api.json gone.
