@@ -102,6 +102,16 @@
 // broken chain or a bad signature is cut off: the stream is reset, its
 // connection closed, and nothing of that range is kept.
 //
+// # Removal notices
+//
+// A removed member is cut off at once, before the revoke is published, so
+// gossip never brings it the revoke. The node that cut it off dials it
+// once more over "/realmsync/removed/1" and sends one range frame (as in
+// catch-up): the revoking admin's chain, at most 256 ops, up to the revoke
+// and on to an op whose signature holds. The removed node applies it as a
+// catch-up range from a member (it refuses one from anyone else), learns
+// that it was removed and writes nothing more to the realm.
+//
 // # Acceptance
 //
 // An admin issues an offer (package invite) with CreateOffer; it names this

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/realmsync/realmsync/crdt"
 )
@@ -166,5 +168,31 @@ func TestServeOnlyDurableOwnOps(t *testing.T) {
 	}
 	if sent != k {
 		t.Errorf("served %d ops, want the %d on disk of %d", sent, k, head)
+	}
+}
+
+// TestRemovedMemberLearnsIt: a removed member is cut off at once, yet its
+// node learns of the removal (by the notice) and refuses to write.
+func TestRemovedMemberLearnsIt(t *testing.T) {
+	a, b := newTestNode(t, "a"), newTestNode(t, "b")
+	id := createRealm(t, a, "notice")
+	joined(t, a, b, id, crdt.RoleWriter)
+	if err := a.RemoveMember(context.Background(), id, b.Author()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for {
+		var role crdt.Role
+		b.View(id, func(r *crdt.Realm) error { role = r.Role(b.Author()); return nil })
+		if role == crdt.RoleNone {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b still thinks it is a %s", role)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := b.Write(context.Background(), id, message("after removal")); !errors.Is(err, crdt.ErrNotMember) {
+		t.Errorf("write after removal: %v, want ErrNotMember", err)
 	}
 }

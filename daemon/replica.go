@@ -231,6 +231,7 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 		added, removed := rp.refreshMembers()
 		rp.started.Store(rp.r.HasGenesis())
 		rp.cutOffLocked(removed)
+		rp.noticeLocked(removed, res)
 		rp.n.spawn(func() { rp.reconcile(added) })
 	}
 }
@@ -294,6 +295,23 @@ func (rp *replica) cutOffLocked(removed []peer.ID) {
 			continue
 		}
 		rp.drop(id)
+	}
+}
+
+// noticeLocked sends each member removed by a revoke among res's ops a
+// removal notice (removed.go). The caller holds rp.mu.
+func (rp *replica) noticeLocked(removed []peer.ID, res *crdt.Result) {
+	for _, id := range removed {
+		key, ok := authorOf(id)
+		if !ok || id == rp.n.host.ID() {
+			continue
+		}
+		for _, op := range res.Stored {
+			if rv, ok := op.Body.(*crdt.Revoke); ok && rv.Member == key && op.Author != key {
+				rp.n.spawn(func() { rp.notifyRemoved(id, op) })
+				break
+			}
+		}
 	}
 }
 

@@ -49,6 +49,7 @@ type pullDue struct {
 func (n *Node) startSync() {
 	n.pulls.running = make(map[peer.ID]*pullDue)
 	n.host.SetStreamHandler(syncProtocol, n.serveSync)
+	n.host.SetStreamHandler(removedProtocol, n.serveRemoved)
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			if n.sharesRealm(c.RemotePeer()) {

@@ -137,6 +137,43 @@ func within(t *testing.T, what string, check func() bool) {
 	}
 }
 
+// TestKillAfterSend: a daemon killed with SIGKILL right after a send was
+// acknowledged has the message when it starts again.
+func TestKillAfterSend(t *testing.T) {
+	a, ad := startDaemon(t, "alice")
+	a.run("realm", "create", "diary")
+	id := strings.TrimSpace(a.run("send", "diary", "written", "before", "the", "crash"))
+	ad.Process.Kill()
+	ad.Wait()
+	if _, errOut, code := a.exec("status"); code != exitUnreachable {
+		t.Errorf("status with a dead daemon: exit %d: %s", code, errOut)
+	}
+	os.Remove(filepath.Join(a.data, apiFile)) // left by the killed daemon
+	cmd := exec.Command(os.Args[0], "daemon", "--data", a.data, "--api", "127.0.0.1:0",
+		"--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--log-level", "warn")
+	cmd.Env = append(os.Environ(), cliEnv+"=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	within(t, "the daemon restarts", func() bool {
+		_, err := os.Stat(filepath.Join(a.data, apiFile))
+		return err == nil
+	})
+	var got struct {
+		Messages []struct {
+			ID   string `json:"id"`
+			Text string `json:"text"`
+		}
+	}
+	if err := json.Unmarshal([]byte(a.run("messages", "diary", "--json")), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Messages) != 1 || got.Messages[0].ID != id || got.Messages[0].Text != "written before the crash" {
+		t.Errorf("after the crash: %+v, want message %s", got.Messages, id)
+	}
+}
+
 // TestWalkthrough runs the README's walkthrough with two daemons: create a
 // realm, invite, accept, chat both ways, remove, stop.
 func TestWalkthrough(t *testing.T) {
@@ -231,6 +268,10 @@ func TestWalkthrough(t *testing.T) {
 	if _, errOut, code := a.exec("member", "remove", "kitchen", bob); code != exitRefused || !strings.Contains(errOut, "not_found") {
 		t.Errorf("removing bob twice: exit %d: %s", code, errOut)
 	}
+	within(t, "bob's send is refused once he is removed", func() bool {
+		_, errOut, code := b.exec("send", "kitchen", "am I still here?")
+		return code == exitRefused && strings.Contains(errOut, "not_permitted")
+	})
 
 	// Metrics: the node's, the API's, libp2p's and Go's.
 	apiToken, _ := os.ReadFile(filepath.Join(a.data, tokenFile))
