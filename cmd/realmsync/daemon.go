@@ -56,15 +56,10 @@ func dataDir(cmd *cobra.Command) (string, error) {
 	return filepath.Join(home, ".local", "share", "realmsync"), nil
 }
 
-// flagOrEnv returns a string flag, or its environment twin when the flag
-// was not given.
-func flagOrEnv(cmd *cobra.Command, flag, env string) string {
-	v, _ := cmd.Flags().GetString(flag)
-	if !cmd.Flags().Changed(flag) {
-		if e := os.Getenv(env); e != "" {
-			return e
-		}
-	}
+// flag returns a string flag (which envFlags has set from its
+// environment twin when the command line did not).
+func flag(cmd *cobra.Command, name string) string {
+	v, _ := cmd.Flags().GetString(name)
 	return v
 }
 
@@ -75,7 +70,7 @@ func daemonCommand() *cobra.Command {
 		Long: `Run the node: keep this device's realms in step with the other members'
 nodes, and serve the local API that the other commands use. Ctrl-C or
 SIGTERM stops it gracefully. Every flag has an environment twin
-(REALMSYNC_API_ADDR, REALMSYNC_LISTEN, REALMSYNC_NAME, REALMSYNC_MDNS,
+(REALMSYNC_API, REALMSYNC_LISTEN, REALMSYNC_NAME, REALMSYNC_MDNS,
 REALMSYNC_LOG_LEVEL, REALMSYNC_LOG_FORMAT).`,
 		Example: `  realmsync daemon
   realmsync daemon --data ~/rs2 --api 127.0.0.1:7710 --listen /ip4/0.0.0.0/tcp/7711 --name laptop`,
@@ -103,11 +98,11 @@ func runDaemon(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	apiAddr := flagOrEnv(cmd, "api", "REALMSYNC_API_ADDR")
+	apiAddr := flag(cmd, "api")
 	if err := checkLoopback(apiAddr); err != nil {
 		return usage(err)
 	}
-	mdns := flagOrEnv(cmd, "mdns", "REALMSYNC_MDNS")
+	mdns := flag(cmd, "mdns")
 	if mdns != "true" && mdns != "false" {
 		return usage(fmt.Errorf("--mdns must be true or false, not %q", mdns))
 	}
@@ -123,8 +118,8 @@ func runDaemon(cmd *cobra.Command, _ []string) error {
 	n, err := daemon.New(daemon.Config{
 		Metrics: reg,
 		DataDir: dir,
-		Listen:  splitList(flagOrEnv(cmd, "listen", "REALMSYNC_LISTEN")),
-		Name:    flagOrEnv(cmd, "name", "REALMSYNC_NAME"),
+		Listen:  splitList(flag(cmd, "listen")),
+		Name:    flag(cmd, "name"),
 		MDNS:    mdns == "true",
 		Logger:  log,
 	})
@@ -182,12 +177,12 @@ func runDaemon(cmd *cobra.Command, _ []string) error {
 
 func newLogger(cmd *cobra.Command) (*slog.Logger, error) {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(flagOrEnv(cmd, "log-level", "REALMSYNC_LOG_LEVEL"))); err != nil {
+	if err := level.UnmarshalText([]byte(flag(cmd, "log-level"))); err != nil {
 		return nil, usage(fmt.Errorf("--log-level: %v", err))
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	w := cmd.ErrOrStderr()
-	switch f := flagOrEnv(cmd, "log-format", "REALMSYNC_LOG_FORMAT"); f {
+	switch f := flag(cmd, "log-format"); f {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":

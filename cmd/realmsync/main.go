@@ -10,8 +10,10 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit statuses, as the contract has them.
@@ -78,9 +80,29 @@ they accept by token or QR code.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
+	root.PersistentPreRunE = envFlags
 	root.PersistentFlags().String("data", "", "data dir (env REALMSYNC_DATA; default $XDG_DATA_HOME/realmsync or ~/.local/share/realmsync)")
 	root.PersistentFlags().Bool("json", false, "print the API's JSON answer")
 	root.AddCommand(daemonCommand(), statusCommand(), realmCommand(), memberCommand(),
 		sendCommand(), messagesCommand(), chatCommand(), inviteCommand())
 	return root
+}
+
+// envFlags gives every flag an environment twin: --log-level is
+// REALMSYNC_LOG_LEVEL, --data is REALMSYNC_DATA. A flag on the command
+// line wins over its twin.
+func envFlags(cmd *cobra.Command, _ []string) error {
+	var err error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "help" {
+			return
+		}
+		name := "REALMSYNC_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if e := cmd.Flags().Set(f.Name, v); e != nil {
+				err = usage(fmt.Errorf("%s=%q: %v", name, v, e))
+			}
+		}
+	})
+	return err
 }

@@ -31,6 +31,7 @@ func TestRun(t *testing.T) {
 	tests := []struct {
 		name     string
 		args     []string
+		env      string // NAME=VALUE set for the case
 		wantCode int
 		wantOut  string
 		wantErr  string
@@ -43,9 +44,15 @@ func TestRun(t *testing.T) {
 		{name: "bad flag", args: []string{"messages", "kitchen", "--limit", "many"}, wantCode: exitUsage, wantErr: "invalid argument"},
 		{name: "no daemon", args: []string{"status", "--data", "/nonexistent/realmsync"}, wantCode: exitUnreachable, wantErr: "no daemon running"},
 		{name: "api not on loopback", args: []string{"daemon", "--data", t.TempDir(), "--api", "0.0.0.0:7700"}, wantCode: exitUsage, wantErr: "loopback"},
+		{name: "completion", args: []string{"completion", "bash"}, wantCode: 0, wantOut: "bash completion"},
+		{name: "env twin", args: []string{"daemon", "--data", t.TempDir()}, env: "REALMSYNC_API=10.0.0.1:7700", wantCode: exitUsage, wantErr: "loopback"},
+		{name: "bad env twin", args: []string{"messages", "kitchen"}, env: "REALMSYNC_LIMIT=many", wantCode: exitUsage, wantErr: "REALMSYNC_LIMIT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if k, v, ok := strings.Cut(tt.env, "="); ok {
+				t.Setenv(k, v)
+			}
 			var out, errb bytes.Buffer
 			if got := run(tt.args, strings.NewReader(""), &out, &errb); got != tt.wantCode {
 				t.Errorf("exit code = %d, want %d (stderr %q)", got, tt.wantCode, errb.String())
