@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +104,10 @@ func TestChatThroughAPI(t *testing.T) {
 	if r.status != 201 {
 		t.Fatalf("accept by QR code = %d %s", r.status, r.body)
 	}
+	// Bob again: already a member.
+	if r := b.do("POST", "/v1/invites/accept", `{"token":"`+inv.Token+`"}`); r.status != 409 || r.problemCode(t) != "already_member" {
+		t.Errorf("accepting as a member = %d %s", r.status, r.body)
+	}
 	// The invite is used up now.
 	d := nodeAPI(t, "dave")
 	if r := d.do("POST", "/v1/invites/accept", `{"token":"`+inv.Token+`"}`); r.status != 410 || r.problemCode(t) != "used_up" {
@@ -149,5 +154,32 @@ func TestObjectsThroughAPI(t *testing.T) {
 	a.decode("DELETE", "/v1/realms/notes/objects/todo/t1", "", 204, nil)
 	if r := a.do("GET", "/v1/realms/notes/objects/todo/t1", ""); r.status != 404 {
 		t.Errorf("deleted object = %d %s", r.status, r.body)
+	}
+}
+
+// TestAcceptUnreachable: an invite whose nodes are all gone is refused
+// with 502 and the addresses tried.
+func TestAcceptUnreachable(t *testing.T) {
+	n, err := daemon.New(daemon.Config{DataDir: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Name: "gone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewServer(NewNodeBackend(n, "test"), testToken, nil, nil))
+	a := &client{t: t, base: srv.URL}
+	a.decode("POST", "/v1/realms", `{"name":"far"}`, 201, nil)
+	var inv Invite
+	a.decode("POST", "/v1/realms/far/invites", `{}`, 201, &inv)
+	srv.Close()
+	n.Close()
+
+	b := nodeAPI(t, "bob")
+	r := b.do("POST", "/v1/invites/accept", `{"token":"`+inv.Token+`"}`)
+	if r.status != 502 || r.problemCode(t) != "unreachable" || !strings.Contains(string(r.body), "127.0.0.1") {
+		t.Errorf("accepting an invite of a node that is gone = %d %s", r.status, r.body)
+	}
+	var realms struct{ Realms []Realm }
+	b.decode("GET", "/v1/realms", "", 200, &realms)
+	if len(realms.Realms) != 0 {
+		t.Errorf("a refused accept left realms: %+v", realms.Realms)
 	}
 }
