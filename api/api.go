@@ -126,4 +126,17 @@ type Backend interface {
 
 	// Changed returns a channel that is closed at the realm's next change.
 	Changed(realm string) (<-chan struct{}, error)
+	// ObjectChanges returns the objects (chat messages aside) changed
+	// since the change numbered since, and the newest number; since
+	// math.MaxUint64 asks for that number only. A Deleted change has no
+	// Object.
+	ObjectChanges(realm string, since uint64) ([]ObjectChange, uint64, error)
+}
+
+// ObjectChange is an object event: an object's new state, or its delete.
+type ObjectChange struct {
+	Collection string  `json:"collection"`
+	ID         string  `json:"id"`
+	Deleted    bool    `json:"deleted,omitempty"`
+	Object     *Object `json:"object,omitempty"`
 }

@@ -135,6 +135,10 @@ func (f *fake) Changed(realm string) (<-chan struct{}, error) {
 	return f.change, f.find(realm)
 }
 
+func (f *fake) ObjectChanges(realm string, since uint64) ([]ObjectChange, uint64, error) {
+	return nil, 0, f.find(realm)
+}
+
 // notify closes the change channel, as a node does at a change.
 func (f *fake) notify() {
 	f.mu.Lock()

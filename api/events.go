@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"time"
@@ -18,7 +19,9 @@ const HeartbeatEvery = 15 * time.Second
 //     message id, so a client that reconnects with Last-Event-ID gets
 //     every message after it, in the realm's order;
 //   - "member": the member list changed (the new list, as GET members);
-//   - "invite": the invites issued here changed (the new list).
+//   - "invite": the invites issued here changed (the new list);
+//   - "object": an object changed (an ObjectChange: its new state, or
+//     deleted: true); a client that reconnects reads the objects again.
 //
 // Without Last-Event-ID the stream starts with what arrives from then on.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
@@ -51,6 +54,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	_, objSeq, err := s.b.ObjectChanges(realm, math.MaxUint64)
+	if err != nil {
+		return err
+	}
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -78,6 +85,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
 			if len(msgs) < MaxMessages {
 				break
 			}
+		}
+		if changes, next, err := s.b.ObjectChanges(realm, objSeq); err == nil {
+			for _, c := range changes {
+				writeEvent(w, "object", "", c)
+			}
+			objSeq = next
 		}
 		if now, err := s.b.Members(realm); err == nil && !slices.Equal(now, members) {
 			members = now

@@ -464,6 +464,39 @@ func (nb *NodeBackend) Changed(realm string) (<-chan struct{}, error) {
 	return ch, nodeError(err)
 }
 
+// ObjectChanges reports the objects changed since the change numbered
+// since; when the node forgot those, it reports none and the number to go
+// on from.
+func (nb *NodeBackend) ObjectChanges(realm string, since uint64) ([]ObjectChange, uint64, error) {
+	id, err := nb.resolve(realm)
+	if err != nil {
+		return nil, 0, err
+	}
+	keys, next, err := nb.n.ObjectChanges(id, since)
+	if errors.Is(err, daemon.ErrChangesLost) {
+		return nil, next, nil
+	}
+	if err != nil {
+		return nil, 0, nodeError(err)
+	}
+	var out []ObjectChange
+	for _, k := range keys {
+		c := ObjectChange{Collection: k.Collection, ID: k.ID}
+		o, err := nb.object(id, k.Collection, k.ID)
+		var e *Error
+		switch {
+		case err == nil:
+			c.Object = &o
+		case errors.As(err, &e) && e.Status == http.StatusNotFound:
+			c.Deleted = true
+		default:
+			return nil, 0, err
+		}
+		out = append(out, c)
+	}
+	return out, next, nil
+}
+
 // offerStatus is the HTTP status of each refused-offer code.
 var offerStatus = map[string]int{
 	"invalid_token":  http.StatusBadRequest,

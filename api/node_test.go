@@ -151,7 +151,26 @@ func TestObjectsThroughAPI(t *testing.T) {
 	if len(list.Objects) != 1 || list.Objects[0].ID != "t1" {
 		t.Errorf("list: %+v", list.Objects)
 	}
+	// Object events: a change and a delete, as they happen.
+	req, _ := http.NewRequest("GET", a.base+"/v1/realms/notes/events", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	a.decode("PUT", "/v1/realms/notes/objects/todo/t1", `{"title":"oat milk"}`, 200, nil)
 	a.decode("DELETE", "/v1/realms/notes/objects/todo/t1", "", 204, nil)
+	ev := readEvents(t, resp.Body, 2)
+	var changed, deleted ObjectChange
+	json.Unmarshal([]byte(ev[0].data), &changed)
+	json.Unmarshal([]byte(ev[1].data), &deleted)
+	if ev[0].event != "object" || changed.ID != "t1" || changed.Object == nil || string(changed.Object.Fields["title"]) != `"oat milk"` {
+		t.Errorf("change event: %+v", ev[0])
+	}
+	if ev[1].event != "object" || !deleted.Deleted || deleted.Object != nil {
+		t.Errorf("delete event: %+v", ev[1])
+	}
 	if r := a.do("GET", "/v1/realms/notes/objects/todo/t1", ""); r.status != 404 {
 		t.Errorf("deleted object = %d %s", r.status, r.body)
 	}

@@ -39,7 +39,7 @@ var operations = []opDoc{
 	{"GET", "/v1/realms/{realm}/invites/{offer}/qr.png", "An invite's QR code", "", 200, "png"},
 	{"POST", "/v1/invites/accept", "Join a realm with an invite's token, or the image of its QR code", "Accept", 201, "Realm"},
 	{"GET", "/metrics", "Prometheus metrics: the node's, libp2p's, the API's and the Go runtime's", "", 200, "metrics"},
-	{"GET", "/v1/realms/{realm}/events", "Server-Sent Events: message (id: the message id, resumable with Last-Event-ID), member, invite", "", 200, "events"},
+	{"GET", "/v1/realms/{realm}/events", "Server-Sent Events: message (id: the message id, resumable with Last-Event-ID), member, invite, object", "", 200, "events"},
 }
 
 var pathParam = regexp.MustCompile(`\{([a-z]+)\}`)

@@ -240,6 +240,39 @@ func (n *Node) Write(ctx context.Context, id crdt.RealmID, body crdt.Body) (*crd
 	return rp.write(ctx, body)
 }
 
+// ObjectChanges returns the objects (chat messages aside) whose state may
+// have changed since the change numbered since, each once, and the number
+// of the newest change. Pass math.MaxUint64 to learn that number with
+// nothing else. Only the latest changes are kept: when those since were
+// forgotten, it returns ErrChangesLost with the number to go on from.
+func (n *Node) ObjectChanges(id crdt.RealmID, since uint64) ([]crdt.ObjectKey, uint64, error) {
+	rp, err := n.replica(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if since >= rp.objSeq {
+		return nil, rp.objSeq, nil
+	}
+	if len(rp.objLog) == 0 || rp.objLog[0].seq > since+1 {
+		return nil, rp.objSeq, ErrChangesLost
+	}
+	var keys []crdt.ObjectKey
+	seen := make(map[crdt.ObjectKey]bool)
+	for _, c := range rp.objLog {
+		if c.seq > since && !seen[c.key] {
+			seen[c.key] = true
+			keys = append(keys, c.key)
+		}
+	}
+	return keys, rp.objSeq, nil
+}
+
+// ErrChangesLost says that ObjectChanges no longer holds the changes asked
+// for.
+var ErrChangesLost = errors.New("object changes forgotten")
+
 // Name returns the display name other members see.
 func (n *Node) Name() string { return n.cfg.Name }
 

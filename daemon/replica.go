@@ -45,7 +45,21 @@ type replica struct {
 
 	joinPulled time.Time // the last pull for a realm not started; under mu
 	created    time.Time // when this node started holding the realm
+
+	// The objects (chat messages aside) that changed lately, numbered,
+	// for ObjectChanges; under mu.
+	objLog []objChange
+	objSeq uint64
 }
+
+// objChange is one entry of replica.objLog.
+type objChange struct {
+	seq uint64
+	key crdt.ObjectKey
+}
+
+// objLogSize is how many object changes a replica remembers.
+const objLogSize = 4096
 
 // gapSeen records a gap in an author chain: an op from peer arrived ahead
 // of the ops before it.
@@ -225,6 +239,15 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 	}
 	close(rp.notify)
 	rp.notify = make(chan struct{})
+	for _, k := range res.Objects {
+		if k.Collection != crdt.MessagesCollection {
+			rp.objSeq++
+			rp.objLog = append(rp.objLog, objChange{rp.objSeq, k})
+		}
+	}
+	if len(rp.objLog) > objLogSize {
+		rp.objLog = append(rp.objLog[:0], rp.objLog[len(rp.objLog)-objLogSize:]...)
+	}
 	rp.takeKeysLocked()
 	rp.rotateAfterLeaveLocked(res)
 	if res.Members {

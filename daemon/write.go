@@ -110,6 +110,7 @@ func (rp *replica) writeQueuedLocked() {
 		req.op, res, req.err = rp.r.WriteUnsigned(b, rp.n.priv, req.body, rp.n.nowMs())
 		if req.err == nil {
 			total.Stored = append(total.Stored, res.Stored...)
+			total.Objects = append(total.Objects, res.Objects...)
 			total.Members = total.Members || res.Members
 		}
 	}
