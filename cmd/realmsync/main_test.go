@@ -16,15 +16,30 @@ import (
 	"time"
 )
 
-// cliEnv makes the test binary run as the realmsync command, so that the
-// tests run it as a user would: a process with arguments and exit codes.
-const cliEnv = "REALMSYNC_TEST_CLI"
+// binary is the realmsync binary that TestMain builds, so that the tests
+// run it as a user would: a process with arguments and exit codes.
+var binary string
 
 func TestMain(m *testing.M) {
-	if os.Getenv(cliEnv) == "1" {
-		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	dir, err := os.MkdirTemp("", "realmsync-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	binary = filepath.Join(dir, "realmsync")
+	args := []string{"build", "-o", binary}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "building realmsync: %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 func TestRun(t *testing.T) {
@@ -87,8 +102,7 @@ func (c cli) run(args ...string) string {
 }
 
 func (c cli) exec(args ...string) (stdout, stderr string, code int) {
-	cmd := exec.Command(os.Args[0], append(args, "--data", c.data)...)
-	cmd.Env = append(os.Environ(), cliEnv+"=1")
+	cmd := exec.Command(binary, append(args, "--data", c.data)...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -105,9 +119,8 @@ func (c cli) exec(args ...string) (stdout, stderr string, code int) {
 func startDaemon(t *testing.T, name string) (cli, *exec.Cmd) {
 	t.Helper()
 	c := cli{t: t, data: t.TempDir()}
-	cmd := exec.Command(os.Args[0], "daemon", "--data", c.data, "--api", "127.0.0.1:0",
+	cmd := exec.Command(binary, "daemon", "--data", c.data, "--api", "127.0.0.1:0",
 		"--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--name", name, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), cliEnv+"=1")
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -156,9 +169,8 @@ func TestKillAfterSend(t *testing.T) {
 		t.Errorf("status with a dead daemon: exit %d: %s", code, errOut)
 	}
 	os.Remove(filepath.Join(a.data, apiFile)) // left by the killed daemon
-	cmd := exec.Command(os.Args[0], "daemon", "--data", a.data, "--api", "127.0.0.1:0",
+	cmd := exec.Command(binary, "daemon", "--data", a.data, "--api", "127.0.0.1:0",
 		"--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--log-level", "warn")
-	cmd.Env = append(os.Environ(), cliEnv+"=1")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -221,16 +233,14 @@ func TestWalkthrough(t *testing.T) {
 		})
 	}
 	// Follow on bob's side, chat on alice's.
-	follow := exec.Command(os.Args[0], "messages", "kitchen", "--follow", "--limit", "1", "--data", b.data)
-	follow.Env = append(os.Environ(), cliEnv+"=1")
+	follow := exec.Command(binary, "messages", "kitchen", "--follow", "--limit", "1", "--data", b.data)
 	var followed syncBuffer
 	follow.Stdout = &followed
 	if err := follow.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { follow.Process.Kill(); follow.Wait() }()
-	chat := exec.Command(os.Args[0], "chat", "kitchen", "--data", a.data)
-	chat.Env = append(os.Environ(), cliEnv+"=1")
+	chat := exec.Command(binary, "chat", "kitchen", "--data", a.data)
 	chatIn, err := chat.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
