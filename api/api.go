@@ -77,10 +77,12 @@ type Object struct {
 }
 
 // Invite is an offer this node issued, with its uses so far. Token is
-// the offer as text; it is set when the invite is created.
+// the offer as text, and QRURL the path of its QR code PNG; they are set
+// when the invite is created.
 type Invite struct {
 	OfferID   string    `json:"offer_id"`
 	Token     string    `json:"token,omitempty"`
+	QRURL     string    `json:"qr_url,omitempty"`
 	Role      string    `json:"role"`
 	ExpiresAt time.Time `json:"expires_at"`
 	MaxUses   int       `json:"max_uses"`

@@ -532,7 +532,7 @@ func nodeError(err error) error {
 		return Errorf(http.StatusNotFound, CodeNotFound, "%v", err)
 	case errors.Is(err, crdt.ErrNotFound):
 		return Errorf(http.StatusNotFound, CodeNotFound, "%v", err)
-	case errors.Is(err, crdt.ErrNotPermitted), errors.Is(err, crdt.ErrNotMember):
+	case errors.Is(err, crdt.ErrNotPermitted), errors.Is(err, crdt.ErrNotMember), errors.Is(err, invite.ErrNotPermitted):
 		return Errorf(http.StatusForbidden, "not_permitted", "%v", err)
 	case errors.Is(err, crdt.ErrMalformed), errors.Is(err, crdt.ErrTooLarge), errors.Is(err, crdt.ErrBadRole):
 		return Errorf(http.StatusBadRequest, CodeBadRequest, "%v", err)

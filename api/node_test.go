@@ -63,6 +63,9 @@ func TestChatThroughAPI(t *testing.T) {
 
 	var inv Invite
 	a.decode("POST", "/v1/realms/kitchen/invites", `{"role":"writer","max_uses":2}`, 201, &inv)
+	if want := "/v1/realms/kitchen/invites/" + inv.OfferID + "/qr.png"; inv.QRURL != want {
+		t.Errorf("qr_url = %q, want %q", inv.QRURL, want)
+	}
 	var joined Realm
 	b.decode("POST", "/v1/invites/accept", `{"token":"`+inv.Token+`"}`, 201, &joined)
 	if joined.ID != realm.ID {
@@ -74,6 +77,10 @@ func TestChatThroughAPI(t *testing.T) {
 		return r.Name == "kitchen" && r.Role == "writer"
 	})
 
+	// A writer may not invite or change roles.
+	if r := b.do("POST", "/v1/realms/kitchen/invites", `{}`); r.status != 403 || r.problemCode(t) != "not_permitted" {
+		t.Errorf("invite by a writer = %d %s", r.status, r.body)
+	}
 	a.decode("POST", "/v1/realms/kitchen/messages", `{"text":"hi from alice"}`, 201, nil)
 	b.decode("POST", "/v1/realms/kitchen/messages", `{"text":"hi from bob"}`, 201, nil)
 	var seen [2][]Message
@@ -95,7 +102,7 @@ func TestChatThroughAPI(t *testing.T) {
 	}
 
 	// A third node joins by the QR code of the same invite.
-	png := a.do("GET", "/v1/realms/kitchen/invites/"+inv.OfferID+"/qr.png", "")
+	png := a.do("GET", inv.QRURL, "")
 	if png.status != 200 || png.header.Get("Content-Type") != "image/png" {
 		t.Fatalf("qr.png = %d %s", png.status, png.header.Get("Content-Type"))
 	}

@@ -140,7 +140,7 @@ func openAPI() map[string]any {
 		"ObjectList": list("objects", "Object"),
 		"Fields":     map[string]any{"type": "object", "minProperties": 1, "description": "field name to any JSON value"},
 		"Invite": object([]string{"offer_id", "role", "expires_at", "max_uses", "uses", "revoked"}, map[string]any{
-			"offer_id": str, "token": str, "role": role, "expires_at": date, "max_uses": integer, "uses": integer, "revoked": boolean}),
+			"offer_id": str, "token": str, "qr_url": str, "role": role, "expires_at": date, "max_uses": integer, "uses": integer, "revoked": boolean}),
 		"InviteList": list("invites", "Invite"),
 		"NewInvite": object([]string{}, map[string]any{
 			"role": role, "expires_in": map[string]any{"type": "string", "default": "24h", "description": "a Go duration, such as 90m or 24h"},

@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -281,6 +282,7 @@ func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	inv.QRURL = "/v1/realms/" + url.PathEscape(r.PathValue("realm")) + "/invites/" + inv.OfferID + "/qr.png"
 	writeJSON(w, http.StatusCreated, inv)
 	return nil
 }
