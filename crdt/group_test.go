@@ -113,19 +113,7 @@ func TestGroupLimits(t *testing.T) {
 // caught, and the evidence, vouched for by the signed ops after each
 // half, freezes the author on every replica that gets it.
 func TestGroupEquivocation(t *testing.T) {
-	a := founder(t, "a")
-	_, mk := testKey("m")
-	a.write(&Grant{Member: mk, Role: RoleWriter, FromSeq: 1, Name: "m"}, t0+1)
-	m := newReplica(t, "m", a.r.ID())
-	c := newReplica(t, "c", a.r.ID())
-	for s := uint64(1); s <= 2; s++ {
-		op, _ := a.r.Op(a.pub, s)
-		for _, x := range []*replica{m, c} {
-			if _, err := x.apply(op, t0+2); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	a, m, c := writerAndWitness(t)
 	// m writes two different groups of two at seqs 1 and 2.
 	fork := func(v string) []*Op {
 		var ops []*Op
@@ -255,19 +243,7 @@ func TestVouchReach(t *testing.T) {
 // that does not hold; the group is still vouched for by its last op, and
 // an equivocation at that op yields evidence that reaches past it.
 func TestGarbageInnerSignature(t *testing.T) {
-	a := founder(t, "a")
-	_, mk := testKey("m")
-	a.write(&Grant{Member: mk, Role: RoleWriter, FromSeq: 1, Name: "m"}, t0+1)
-	m := newReplica(t, "m", a.r.ID())
-	c := newReplica(t, "c", a.r.ID())
-	for s := uint64(1); s <= 2; s++ {
-		op, _ := a.r.Op(a.pub, s)
-		for _, x := range []*replica{m, c} {
-			if _, err := x.apply(op, t0+2); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	a, m, c := writerAndWitness(t)
 	group := chainOf(t, m, a.r.ID(), 0, Hash{}, 3, func(i int) bool { return i == 2 }, func(i int) bool { return i == 0 })
 	bt := NewBatch()
 	if _, err := c.r.ApplyGroup(bt, group, t0+20); err != nil {
@@ -291,4 +267,24 @@ func TestGarbageInnerSignature(t *testing.T) {
 	if len(eq.HeldRest) != 2 {
 		t.Errorf("held op vouched for by %d ops, want 2", len(eq.HeldRest))
 	}
+}
+
+// writerAndWitness makes a realm of founder a with writer m, and a third
+// replica c; m and c hold a's grant.
+func writerAndWitness(t *testing.T) (a, m, c *replica) {
+	t.Helper()
+	a = founder(t, "a")
+	_, mk := testKey("m")
+	a.write(&Grant{Member: mk, Role: RoleWriter, FromSeq: 1, Name: "m"}, t0+1)
+	m = newReplica(t, "m", a.r.ID())
+	c = newReplica(t, "c", a.r.ID())
+	for s := uint64(1); s <= 2; s++ {
+		op, _ := a.r.Op(a.pub, s)
+		for _, x := range []*replica{m, c} {
+			if _, err := x.apply(op, t0+2); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return a, m, c
 }

@@ -153,19 +153,7 @@ func TestApplyRefuses(t *testing.T) {
 // TestEquivocationEvidence shows that two replicas holding different
 // halves of a fork agree once both have the evidence.
 func TestEquivocationEvidence(t *testing.T) {
-	a := founder(t, "a")
-	_, mk := testKey("m")
-	a.write(&Grant{Member: mk, Role: RoleWriter, FromSeq: 1, Name: "m"}, t0+1)
-	m := newReplica(t, "m", a.r.ID())
-	c := newReplica(t, "c", a.r.ID())
-	for s := uint64(1); s <= 2; s++ {
-		op, _ := a.r.Op(a.pub, s)
-		for _, x := range []*replica{m, c} {
-			if _, err := x.apply(op, t0+2); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	a, m, c := writerAndWitness(t)
 	// m signs two different first ops and shows each to one replica.
 	fork := func(v string) *Op {
 		op := &Op{Realm: a.r.ID(), Author: m.pub, Seq: 1, Clock: MakeTimestamp(t0+3, 0), Body: setBody("n", v)}
