@@ -28,8 +28,9 @@ type replica struct {
 	ring   *keyring      // the realm's epoch keys (keys.go)
 	notify chan struct{} // closed and replaced at every change
 
-	wmu    sync.Mutex
-	writes []*writeReq // local writes waiting for mu (write.go)
+	wmu     sync.Mutex
+	writes  []*writeReq  // local writes waiting for mu (write.go)
+	writing atomic.Int32 // local writes under way
 
 	pmu        sync.Mutex
 	pubq       []outgoing // local ops to publish, in chain order

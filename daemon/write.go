@@ -56,20 +56,22 @@ func (rp *replica) writeIf(ctx context.Context, check func(*crdt.Realm) error, b
 	rp.writes = append(rp.writes, req)
 	queued := len(rp.writes)
 	rp.wmu.Unlock()
+	others := rp.writing.Add(1) > 1
+	defer rp.writing.Add(-1)
 
 	// Small groups waste signatures, so a write waits a little for others
 	// to join its group, unless groupTarget writes are queued already.
 	// While the disk syncs, a write could not join that sync anyway: it
-	// waits for the sync to end. Otherwise it lets the writers that are
-	// ready to run (woken by the last sync, say) queue theirs first;
-	// alone, it goes on at once.
+	// waits for the sync to end. Otherwise, when other writes are under
+	// way, it lets the writers that are ready to run (woken by the last
+	// sync, say) queue theirs first; alone, it goes on at once.
 	if queued < groupTarget {
 		if ended := rp.n.st.Syncing(); ended != nil {
 			select {
 			case <-ended:
 			case <-ctx.Done(): // the request is queued: write it, then give up
 			}
-		} else {
+		} else if others {
 			runtime.Gosched()
 		}
 	}
