@@ -3,8 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -212,25 +210,21 @@ func (nb *NodeBackend) resolveMember(realm, who string) (crdt.RealmID, crdt.Publ
 	return id, key, nil
 }
 
-// messageIDs encodes the random ids of new messages.
-var messageIDs = base32.StdEncoding.WithPadding(base32.NoPadding)
-
-// Send writes a chat message.
+// Send writes a chat message. Its id is left to the engine, which names
+// it after the op (crdt.MessageID).
 func (nb *NodeBackend) Send(ctx context.Context, realm, text string) (Message, error) {
 	id, err := nb.resolve(realm)
 	if err != nil {
 		return Message{}, err
 	}
-	var raw [16]byte
-	rand.Read(raw[:])
-	msgID := strings.ToLower(messageIDs.EncodeToString(raw[:]))
 	value, _ := json.Marshal(text)
-	op, err := nb.n.Write(ctx, id, &crdt.Set{Collection: crdt.MessagesCollection, ID: msgID,
+	op, err := nb.n.Write(ctx, id, &crdt.Set{Collection: crdt.MessagesCollection,
 		Fields: []crdt.Field{{Name: "text", Value: value}}})
 	if err != nil {
 		return Message{}, nodeError(err)
 	}
-	return Message{ID: msgID, Author: nb.n.ID().String(), AuthorName: nb.n.Name(), Text: text, SentAt: wallTime(op.Clock)}, nil
+	return Message{ID: crdt.MessageID(op.Author, op.Seq), Author: nb.n.ID().String(), AuthorName: nb.n.Name(),
+		Text: text, SentAt: wallTime(op.Clock)}, nil
 }
 
 // Messages lists messages in the realm's order.

@@ -40,12 +40,31 @@ func (r *Realm) store(b *Batch, op *Op, res *Result) error {
 		return nil // an unknown kind: kept and passed on, no effect here
 	}
 	b.put(r.keys.objectOp(key, st), []byte{})
+	// A message the engine named (MessageID) cannot exist before the op
+	// that creates it unless another op touched it first, and each such
+	// op leaves a mark. Without a mark, the creating op writes without
+	// reading: most ops are new messages, and their lookups would miss.
+	fresh := key.namedBy(st)
+	if fresh && r.early[key] {
+		fresh = false
+		delete(r.early, key)
+		b.del(r.keys.early(key))
+	}
 	if !r.acl.dataValid(op.Author, op.Seq, r.frozen) {
+		if !fresh {
+			r.markEarly(b, key) // it may be brought in before its creator
+		}
 		return nil // stored without effect; revalidate brings it in if that changes
 	}
-	old, err := r.object(v, key)
-	if err != nil {
-		return err
+	var old *Object
+	var err error
+	if !fresh {
+		if old, err = r.object(v, key); err != nil {
+			return err
+		}
+		if old == nil {
+			r.markEarly(b, key)
+		}
 	}
 	var obj *Object
 	switch {
@@ -62,6 +81,18 @@ func (r *Realm) store(b *Batch, op *Op, res *Result) error {
 	}
 	r.putObject(b, old, obj, res)
 	return nil
+}
+
+// markEarly marks key, when it may be a message the engine named, as
+// touched by an op that did not create it while nothing of it was here:
+// its creating op, if it comes later, must read what is here. A mark
+// too many costs that op a lookup, nothing more.
+func (r *Realm) markEarly(b *Batch, key ObjectKey) {
+	if key.Collection != MessagesCollection || len(key.ID) != messageIDLen || r.early[key] {
+		return
+	}
+	r.early[key] = true
+	b.put(r.keys.early(key), []byte{})
 }
 
 func isMembership(k Kind) bool {

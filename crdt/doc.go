@@ -59,14 +59,24 @@
 //     the tags its author had seen. An addition the remover had not seen
 //     survives: sets are add-wins.
 //   - Chat messages are objects in the "messages" collection. Messages lists
-//     them by the stamp of the op that created them, the same order on every
-//     replica.
+//     them by the stamp of the op that created them (the first write since
+//     the last delete), the same order on every replica.
+//   - A writer may leave a new message's id to the engine (a Set of the
+//     messages collection with an empty ID): MessageID derives it from the
+//     op's author and seq. Such a message's own creating op is its creator
+//     whatever else touched it, even ops stamped before it, so no other
+//     member can claim a message, or move it in the order, by writing to
+//     its id first.
 //
 // The engine applies an op to the stored object directly when it sorts
 // after everything folded in so far, or when it commutes with what it
 // missed (field writes and counter additions newer than the tombstone);
 // otherwise it folds the object again from its ops. Either way the result
-// is the fold, so the state is a function of the set of ops alone.
+// is the fold, so the state is a function of the set of ops alone. The op
+// that creates a message the engine named does not even read: nothing of
+// it can be stored yet, unless an op that did not create it came first,
+// and each such op leaves a mark under the realm's "y/" keys that makes
+// the creating op read after all (a mark too many costs only a read).
 //
 // # Membership
 //

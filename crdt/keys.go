@@ -21,6 +21,8 @@ import (
 //	r/<id>/b/<coll>/<obj>             an object's materialised state
 //	r/<id>/x/<coll>/<obj>/<stamp>     an op that touched the object
 //	r/<id>/n/<stamp>                  a message, in realm order
+//	r/<id>/y/<coll>/<obj>             a message an op touched before the
+//	                                  op that creates it (see apply.go)
 const realmsPrefix = "realms/"
 
 type keys struct{ p string }
@@ -41,6 +43,8 @@ func (k keys) message(s Stamp) string   { return k.build("n/", stampBytes(s)) }
 func (k keys) collection(c string) string   { return k.build("b/", c, "") }
 func (k keys) object(o ObjectKey) string    { return k.build("b/", o.Collection, o.ID) }
 func (k keys) objectOps(o ObjectKey) string { return k.build("x/", o.Collection, o.ID, "") }
+func (k keys) earlies() string              { return k.p + "y/" }
+func (k keys) early(o ObjectKey) string     { return k.build("y/", o.Collection, o.ID) }
 
 func (k keys) objectOp(o ObjectKey, s Stamp) string {
 	return k.build("x/", o.Collection, o.ID, stampBytes(s))
@@ -103,4 +107,16 @@ func parseStampKey(k string) (Stamp, error) {
 	copy(s.Author[:], b[8:40])
 	s.Seq = binary.BigEndian.Uint64(b[40:])
 	return s, nil
+}
+
+// parseObjectKey reads the "<collection>/<id>" end of a key, both parts
+// in hex.
+func parseObjectKey(k string) (ObjectKey, error) {
+	c, id, ok := strings.Cut(k, "/")
+	coll, err1 := hex.DecodeString(c)
+	obj, err2 := hex.DecodeString(id)
+	if !ok || err1 != nil || err2 != nil {
+		return ObjectKey{}, fmt.Errorf("%w: object key %q", ErrMalformed, k)
+	}
+	return ObjectKey{string(coll), string(obj)}, nil
 }

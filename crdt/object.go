@@ -3,13 +3,40 @@ package crdt
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base32"
+	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // MessagesCollection is the collection that holds chat messages. Its
 // objects are also listed in realm order by Realm.Messages.
 const MessagesCollection = "messages"
+
+// MessageID is the id of the message that op seq of author's chain
+// creates when its writer leaves the id to the engine (a Set in
+// MessagesCollection with an empty ID): 128 bits of a hash of the two, in
+// lower-case base32, 26 characters.
+func MessageID(author PublicKey, seq uint64) string {
+	h := sha256.New()
+	h.Write([]byte("realmsync message id\x00"))
+	h.Write(author[:])
+	h.Write(binary.BigEndian.AppendUint64(nil, seq))
+	return strings.ToLower(messageIDs.EncodeToString(h.Sum(nil)[:16]))
+}
+
+var messageIDs = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// namedBy reports whether k is the message that the op at s creates: the
+// one MessageID names after its position.
+func (k ObjectKey) namedBy(s Stamp) bool {
+	return k.Collection == MessagesCollection && len(k.ID) == messageIDLen &&
+		k.ID == MessageID(s.Author, s.Seq)
+}
+
+// messageIDLen is the length of the ids MessageID gives.
+const messageIDLen = 26
 
 // ObjectKey names an object: a collection and an id within it.
 type ObjectKey struct{ Collection, ID string }
@@ -110,7 +137,11 @@ func (o *Object) fold(op *Op) {
 		*o = Object{Key: o.Key, Deleted: true, Tomb: st, Updated: st}
 		return
 	}
-	if o.Deleted || o.Created.IsZero() || st.Less(o.Created) {
+	// Created is the first write since the last delete, but a message's
+	// own creating op (see MessageID) wins over writes of others stamped
+	// before it: no one else can claim a message by touching it first.
+	if o.Deleted || o.Created.IsZero() || o.Key.namedBy(st) ||
+		st.Less(o.Created) && !o.Key.namedBy(o.Created) {
 		o.Created = st
 	}
 	o.Deleted = false

@@ -58,7 +58,7 @@ func randomLine(rt *rapid.T, names []string) string {
 	y := rapid.SampledFrom(names).Draw(rt, "other")
 	obj := "o/" + rapid.SampledFrom([]string{"k1", "k2", "k3"}).Draw(rt, "obj")
 	elem := rapid.SampledFrom([]string{"e1", "e2", "e3"}).Draw(rt, "elem")
-	switch rapid.IntRange(0, 24).Draw(rt, "action") {
+	switch rapid.IntRange(0, 27).Draw(rt, "action") {
 	case 0, 1, 2:
 		f := rapid.SampledFrom([]string{"f1", "f2", "f3"}).Draw(rt, "field")
 		return fmt.Sprintf("%s: set %s %s=%s%d", x, obj, f, x, rapid.IntRange(0, 9).Draw(rt, "v"))
@@ -96,6 +96,17 @@ func randomLine(rt *rapid.T, names []string) string {
 		return fmt.Sprintf("%s: epoch %d", x, rapid.IntRange(1, 3).Draw(rt, "epoch"))
 	case 22:
 		return fmt.Sprintf("%s: unknown u%d", x, rapid.IntRange(0, 9).Draw(rt, "u"))
+	case 25, 26:
+		return fmt.Sprintf("%s: name n%d", x, rapid.IntRange(0, 99).Draw(rt, "text"))
+	case 27: // touch a message the engine names, perhaps before it exists
+		named := fmt.Sprintf("@%s%d", y, rapid.IntRange(2, 12).Draw(rt, "seq"))
+		switch rapid.IntRange(0, 2).Draw(rt, "touch") {
+		case 0:
+			return fmt.Sprintf("%s: set %s text=%s%d", x, named, x, rapid.IntRange(0, 9).Draw(rt, "v"))
+		case 1:
+			return fmt.Sprintf("%s: del %s", x, named)
+		}
+		return fmt.Sprintf("%s: add %s n 1", x, named)
 	case 23:
 		n := rapid.IntRange(2, 4).Draw(rt, "group")
 		if rapid.Bool().Draw(rt, "group of messages") {
@@ -257,6 +268,9 @@ replay:
 		if !o.visible {
 			*o = modelObj{visible: true, created: op.Stamp(), fields: map[string]string{},
 				counter: map[string]int64{}, sets: map[string]map[string]map[Hash]bool{}}
+		}
+		if key.Collection == MessagesCollection && key.ID == MessageID(op.Author, op.Seq) {
+			o.created = op.Stamp() // a message's own creating op names its author
 		}
 		switch b := op.Body.(type) {
 		case *Set:

@@ -46,6 +46,17 @@ func (r *Realm) load() error {
 	if err = firstErr(scanErr, err); err != nil {
 		return fmt.Errorf("equivocations: %w", err)
 	}
+	scanErr = v.scan(r.keys.earlies(), func(k string, _ []byte) bool {
+		var key ObjectKey
+		if key, err = parseObjectKey(k[len(r.keys.earlies()):]); err != nil {
+			return false
+		}
+		r.early[key] = true
+		return true
+	})
+	if err = firstErr(scanErr, err); err != nil {
+		return fmt.Errorf("early marks: %w", err)
+	}
 	if err := r.loadMembership(v); err != nil {
 		return err
 	}

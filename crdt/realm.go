@@ -51,6 +51,7 @@ type Realm struct {
 	acl      *acl
 	objDig   Hash // XOR of the digests of all visible objects
 	clock    Clock
+	early    map[ObjectKey]bool // messages touched before their creating op (apply.go)
 
 	dirtyHeads  []PublicKey // heads changed since the last flush
 	dirtyDigest bool        // objDig changed since the last flush
@@ -134,6 +135,7 @@ func newRealm(st Storage, id RealmID) *Realm {
 		heads:    make(map[PublicKey]*head),
 		frozen:   make(map[PublicKey]uint64),
 		evidence: make(map[PublicKey]*Equivocation),
+		early:    make(map[ObjectKey]bool),
 		acl:      buildACL(nil, nil, nil),
 		pending:  make(map[PublicKey]map[uint64]heldOp),
 	}
@@ -205,6 +207,11 @@ func (r *Realm) write(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64
 		r.clock.Observe(h.clock)
 	}
 	op.Clock = r.clock.Now(wallMs)
+	if s, ok := body.(*Set); ok && s.Collection == MessagesCollection && s.ID == "" {
+		named := *s
+		named.ID = MessageID(author, op.Seq)
+		body, op.Body = &named, &named
+	}
 	if err := validateBody(body); err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
 	}
@@ -225,6 +232,9 @@ func (r *Realm) write(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64
 	if err := op.encode(); err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
 	}
+	// The encoding holds the sealed form; what apply needs is the body
+	// inside, which is at hand: there is no need to open the seal again.
+	op.Body = body
 	// Leave room in the group for the op that will sign it.
 	if h != nil && (h.unverified+2 > MaxGroupOps || h.unverifiedBytes+len(op.raw)+MaxOpSize > MaxGroupBytes) {
 		sign = true

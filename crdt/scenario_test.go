@@ -117,7 +117,8 @@ func (w *world) commit(n *node, b *Batch) {
 		return
 	}
 	again := mustOpen(w.t, n.st, w.id)
-	if again.Digest() != n.realm.Digest() || !maps.Equal(again.VersionVector(), n.realm.VersionVector()) {
+	if again.Digest() != n.realm.Digest() || !maps.Equal(again.VersionVector(), n.realm.VersionVector()) ||
+		!maps.Equal(again.early, n.realm.early) {
 		w.t.Fatalf("%s: reopening the store gives another replica", n.name)
 	}
 }
@@ -214,6 +215,10 @@ func (w *world) write(n *node, verb string, args []string) {
 
 func (w *world) body(n *node, verb string, args []string) Body {
 	obj := func(s string) (string, string) {
+		if named, ok := strings.CutPrefix(s, "@"); ok { // @a3: the message a's op 3 creates
+			seq, _ := strconv.ParseUint(strings.TrimLeft(named, "abcde"), 10, 64)
+			return MessagesCollection, MessageID(w.node(strings.TrimRight(named, "0123456789")).pub, seq)
+		}
 		c, id, _ := strings.Cut(s, "/")
 		return c, id
 	}
@@ -250,6 +255,9 @@ func (w *world) body(n *node, verb string, args []string) Body {
 			}
 		}
 		return rm
+	case "name": // a message the engine names
+		return &Set{Collection: MessagesCollection,
+			Fields: []Field{{Name: "text", Value: []byte(strings.Join(args, " "))}}}
 	case "msg":
 		id := fmt.Sprintf("%s%d", n.name, w.now)
 		return &Set{Collection: MessagesCollection, ID: id,

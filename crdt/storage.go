@@ -26,13 +26,14 @@ type Storage interface {
 // reopened, since its memory already reflects the batch.
 type Batch struct {
 	writes map[string][]byte // nil value: delete
+	size   int               // bytes of the keys and values put, rewrites too
 }
 
 // NewBatch returns an empty batch.
 func NewBatch() *Batch { return &Batch{writes: make(map[string][]byte)} }
 
-func (b *Batch) put(key string, value []byte) { b.writes[key] = value }
-func (b *Batch) del(key string)               { b.writes[key] = nil }
+func (b *Batch) put(key string, value []byte) { b.writes[key] = value; b.size += len(key) + len(value) }
+func (b *Batch) del(key string)               { b.writes[key] = nil; b.size += len(key) }
 
 // Put adds a write of key to the batch, so that a caller's own records
 // (outside the engine's prefixes "r/" and "realms/") land atomically with
@@ -49,10 +50,14 @@ func (b *Batch) Delete(key string) { b.del(key) }
 
 // Reset empties the batch for another use, keeping its memory. Call it
 // only once the batch is committed and nothing reads it any more.
-func (b *Batch) Reset() { clear(b.writes) }
+func (b *Batch) Reset() { clear(b.writes); b.size = 0 }
 
 // Len returns the number of keys the batch writes or deletes.
 func (b *Batch) Len() int { return len(b.writes) }
+
+// Size returns about how many bytes of keys and values the batch holds
+// (a key written twice counts twice): enough to size a buffer for it.
+func (b *Batch) Size() int { return b.size }
 
 // Each calls fn for every write, in no particular order (each key is
 // written once); a nil value means delete.

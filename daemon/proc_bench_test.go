@@ -191,6 +191,7 @@ func BenchmarkProcCatchUp(b *testing.B) {
 
 	b.ResetTimer()
 	before := loopback(b)
+	cpuA, cpuB := a.cpu(), bb.cpu()
 	start := time.Now()
 	bb.call(request{Op: "connect", Addrs: a.addr})
 	converged(b, realm, a, bb)
@@ -199,4 +200,6 @@ func BenchmarkProcCatchUp(b *testing.B) {
 	b.StopTimer()
 
 	b.ReportMetric(took.Seconds(), "catch-up-s")
+	b.ReportMetric((a.cpu() - cpuA).Seconds(), "cpu-a-s")
+	b.ReportMetric((bb.cpu() - cpuB).Seconds(), "cpu-b-s")
 }

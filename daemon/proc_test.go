@@ -135,7 +135,10 @@ func (c *child) arrived(ops []*crdt.Op, ranged bool) {
 		if !ok || s.Collection != crdt.MessagesCollection {
 			continue
 		}
-		t0, err := strconv.ParseInt(strings.SplitN(s.ID, "-", 2)[0], 10, 64)
+		if len(s.Fields) == 0 || s.Fields[0].Name != "sent" {
+			continue
+		}
+		t0, err := strconv.ParseInt(string(s.Fields[0].Value), 10, 64)
 		if err == nil {
 			c.latencies = append(c.latencies, float64(now-t0)/1e6)
 			if ranged {
@@ -217,19 +220,23 @@ func (c *child) do(req request) (reply, error) {
 // write writes req.Count chat messages: paced at req.Rate, or as fast as
 // req.Writers concurrent writers go.
 func (c *child) write(ctx context.Context, realm crdt.RealmID, req request) (opBytes int, acks []float64, err error) {
-	msg := func(i int) *crdt.Set {
-		return &crdt.Set{Collection: crdt.MessagesCollection,
-			ID:     fmt.Sprintf("%d-%s-%d", time.Now().UnixNano(), c.n.cfg.Name, i),
-			Fields: []crdt.Field{{Name: "text", Value: []byte(`"a chat message of ordinary length"`)}}}
+	// A paced message carries when it was sent, for the latencies.
+	msg := func(timed bool) *crdt.Set {
+		text := crdt.Field{Name: "text", Value: []byte(`"a chat message of ordinary length"`)}
+		if !timed {
+			return &crdt.Set{Collection: crdt.MessagesCollection, Fields: []crdt.Field{text}}
+		}
+		sent := crdt.Field{Name: "sent", Value: strconv.AppendInt(nil, time.Now().UnixNano(), 10)}
+		return &crdt.Set{Collection: crdt.MessagesCollection, Fields: []crdt.Field{sent, text}}
 	}
 	if req.Rate > 0 {
 		every := time.Duration(float64(time.Second) / req.Rate)
 		next := time.Now()
-		for i := range req.Count {
+		for range req.Count {
 			time.Sleep(time.Until(next))
 			next = next.Add(every)
 			start := time.Now()
-			op, err := c.n.Write(ctx, realm, msg(i))
+			op, err := c.n.Write(ctx, realm, msg(true))
 			if err != nil {
 				return 0, nil, err
 			}
@@ -243,7 +250,7 @@ func (c *child) write(ctx context.Context, realm crdt.RealmID, req request) (opB
 	for w := range max(req.Writers, 1) {
 		wg.Go(func() {
 			for i := w; i < req.Count; i += max(req.Writers, 1) {
-				if _, err := c.n.Write(ctx, realm, msg(i)); err != nil {
+				if _, err := c.n.Write(ctx, realm, msg(false)); err != nil {
 					errs <- err
 					return
 				}
@@ -325,4 +332,24 @@ func (p *proc) stop() {
 		p.cmd.Process.Kill()
 		<-done
 	}
+}
+
+// cpu returns the CPU time (user and system) the child has used so far,
+// from /proc: on a busy machine it varies far less than wall time.
+func (p *proc) cpu() time.Duration {
+	p.tb.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		p.tb.Skipf("no /proc here: %v", err)
+	}
+	// The fields after the command name (which may hold spaces) start
+	// with the state; utime and stime are the 14th and 15th fields.
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		p.tb.Fatalf("parse /proc/%d/stat: %v %v", p.cmd.Process.Pid, err1, err2)
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(utime+stime) * tick
 }
