@@ -163,35 +163,35 @@ func (n *Node) pullOnce(ctx context.Context, id peer.ID, push bool) (again bool,
 		asked[rv.id] = true
 	}
 
-	r := bufio.NewReader(s)
+	// One goroutine reads and decodes frames while this one applies the
+	// ranges already decoded: the two halves overlap, and at most
+	// rangesAhead frames wait in between.
+	frames := make(chan rangeFrame, rangesAhead)
+	stop := make(chan struct{})
+	var reading sync.WaitGroup
+	reading.Go(func() { readRanges(s, asked, frames, stop) })
+	ended := false // the reader has seen the stream's end
+	defer func() {
+		close(stop)
+		if !ended {
+			s.Reset() // ends a read in progress
+		}
+		reading.Wait()
+	}()
+
 	applied := 0
-	for {
-		s.SetReadDeadline(time.Now().Add(syncIdle))
-		typ, payload, err := readFrame(r)
-		if errors.Is(err, errFrame) {
-			return again, n.cutOff(s, id, err)
+	for f := range frames {
+		if f.err != nil {
+			if f.bad {
+				return again, n.cutOff(s, id, f.err)
+			}
+			return again, fmt.Errorf("catch-up from %s: %w", id, f.err)
 		}
-		if err != nil {
-			return again, fmt.Errorf("catch-up from %s: %w", id, err)
-		}
-		if typ == frameDone {
-			break
-		}
-		if typ != frameRange {
-			return again, n.cutOff(s, id, fmt.Errorf("%w: type %d", errFrame, typ))
-		}
-		realm, ops, err := decodeRange(payload)
-		if err == nil && !asked[realm] {
-			err = fmt.Errorf("%w: a realm not asked for", errFrame)
-		}
-		if err != nil {
-			return again, n.cutOff(s, id, err)
-		}
-		rp, err := n.replica(realm)
+		rp, err := n.replica(f.realm)
 		if err != nil {
 			return again, err
 		}
-		res, err := rp.apply(ops, true)
+		res, err := rp.apply(f.ops, true)
 		switch {
 		case errors.Is(err, crdt.ErrNotMember):
 			again = true // the grant may be in a range still to come
@@ -199,12 +199,13 @@ func (n *Node) pullOnce(ctx context.Context, id peer.ID, push bool) (again bool,
 			errors.Is(err, crdt.ErrMalformed), errors.Is(err, crdt.ErrWrongRealm):
 			return again, n.cutOff(s, id, err)
 		case err != nil:
-			n.log.Debug("catch-up range refused", "realm", realm, "peer", id, "err", err)
+			n.log.Debug("catch-up range refused", "realm", f.realm, "peer", id, "err", err)
 		}
 		if res != nil {
 			applied += len(res.Stored)
 		}
 	}
+	ended = true
 	if applied > 0 {
 		n.metrics.caughtUp.Add(float64(applied))
 		n.metrics.catchUp.Observe(time.Since(start).Seconds())
@@ -212,6 +213,54 @@ func (n *Node) pullOnce(ctx context.Context, id peer.ID, push bool) (again bool,
 		n.spread()
 	}
 	return again, nil
+}
+
+// rangesAhead is how many decoded ranges may wait to be applied: with
+// ranges of up to maxFrame bytes, it bounds what a catch-up holds in
+// memory besides the range being applied.
+const rangesAhead = 2
+
+// rangeFrame is one decoded range frame, or the error that ended the
+// stream; a stream that ends with its done frame ends without one.
+type rangeFrame struct {
+	realm crdt.RealmID
+	ops   []*crdt.Op
+	err   error
+	bad   bool // err is the peer's fault: what it sent does not decode
+}
+
+// readRanges reads and decodes the range frames of a catch-up stream into
+// frames, which it closes when the stream ends, fails, or stop is closed.
+func readRanges(s network.Stream, asked map[crdt.RealmID]bool, frames chan<- rangeFrame, stop <-chan struct{}) {
+	defer close(frames)
+	r := bufio.NewReader(s)
+	for {
+		var f rangeFrame
+		s.SetReadDeadline(time.Now().Add(syncIdle))
+		typ, payload, err := readFrame(r)
+		switch {
+		case err != nil:
+			f.err, f.bad = err, errors.Is(err, errFrame)
+		case typ == frameDone:
+			return
+		case typ != frameRange:
+			f.err, f.bad = fmt.Errorf("%w: type %d", errFrame, typ), true
+		default:
+			f.realm, f.ops, f.err = decodeRange(payload)
+			if f.err == nil && !asked[f.realm] {
+				f.err = fmt.Errorf("%w: a realm not asked for", errFrame)
+			}
+			f.bad = f.err != nil
+		}
+		select {
+		case frames <- f:
+		case <-stop:
+			return
+		}
+		if f.err != nil {
+			return
+		}
+	}
 }
 
 // spreadEvery is the least time between two spreads.

@@ -10,6 +10,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
+
+	"github.com/realmsync/realmsync/crdt"
 )
 
 // cursor walks the datastore's keys in order. Keys come without the
@@ -134,3 +136,68 @@ func (c *sliceCursor) next() bool {
 func (c *sliceCursor) key() string   { return strings.TrimPrefix(c.es[c.i].Key, "/") }
 func (c *sliceCursor) value() []byte { return c.es[c.i].Value }
 func (c *sliceCursor) close() error  { return nil }
+
+// applyBatch writes a batch to the datastore, unsynced.
+type applyBatch func(*crdt.Batch) error
+
+// dsApply writes through the datastore's own batches.
+func dsApply(d ds.Batching) applyBatch {
+	return func(b *crdt.Batch) error {
+		ctx := context.Background()
+		db, err := d.Batch(ctx)
+		if err != nil {
+			return fmt.Errorf("new batch: %w", err)
+		}
+		b.Each(func(key string, val []byte) {
+			switch {
+			case err != nil:
+			case val == nil:
+				err = db.Delete(ctx, dsKey(key))
+			default:
+				err = db.Put(ctx, dsKey(key), val)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("stage batch: %w", err)
+		}
+		if err := db.Commit(ctx); err != nil {
+			return fmt.Errorf("write %d keys: %w", b.Len(), err)
+		}
+		return nil
+	}
+}
+
+// pebbleApply writes to pebble directly, the keys as go-ds-pebble spells
+// them, into a pebble batch sized for the whole batch at once: a catch-up
+// writes thousands of keys per batch, and growing the buffer step by step
+// copied them over and over.
+func pebbleApply(db *pebble.DB) applyBatch {
+	return func(b *crdt.Batch) error {
+		pb := db.NewBatchWithSize(b.Size() + b.Len()*(1+batchRecordOverhead))
+		defer pb.Close()
+		key := make([]byte, 0, 256)
+		var err error
+		b.Each(func(k string, val []byte) {
+			if err != nil {
+				return
+			}
+			key = append(append(key[:0], '/'), k...)
+			if val == nil {
+				err = pb.Delete(key, nil)
+			} else {
+				err = pb.Set(key, val, nil)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("stage batch: %w", err)
+		}
+		if err := pb.Commit(pebble.NoSync); err != nil {
+			return fmt.Errorf("write %d keys: %w", b.Len(), err)
+		}
+		return nil
+	}
+}
+
+// batchRecordOverhead is what pebble adds to each key and value in a
+// batch: a kind byte and two length varints of up to 5 bytes.
+const batchRecordOverhead = 11

@@ -158,27 +158,7 @@ func (s *Store) write(b *crdt.Batch) error {
 	if b.Len() == 0 {
 		return nil
 	}
-	ctx := context.Background()
-	db, err := s.d.Batch(ctx)
-	if err != nil {
-		return fmt.Errorf("new batch: %w", err)
-	}
-	b.Each(func(key string, val []byte) {
-		switch {
-		case err != nil:
-		case val == nil:
-			err = db.Delete(ctx, dsKey(key))
-		default:
-			err = db.Put(ctx, dsKey(key), val)
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("stage batch: %w", err)
-	}
-	if err := db.Commit(ctx); err != nil {
-		return fmt.Errorf("write %d keys: %w", b.Len(), err)
-	}
-	return nil
+	return s.apply(b)
 }
 
 // syncGrace is how long the syncer leaves written batches to a waiter

@@ -83,7 +83,7 @@ func TestCommitFailure(t *testing.T) {
 		name    string
 		breakIt func(s *Store)
 	}{
-		{"write", func(s *Store) { s.d = failing{s.d} }},
+		{"write", func(s *Store) { s.apply = dsApply(failing{s.d}) }},
 		{"sync", func(s *Store) { s.sync = func() error { return errDisk } }},
 	}
 	for _, be := range backends {

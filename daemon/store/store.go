@@ -22,9 +22,10 @@ var ErrClosed = errors.New("store closed")
 // Store is an ordered key-value store with group commit; it implements
 // crdt.Storage. It is safe for concurrent use.
 type Store struct {
-	d    ds.Batching
-	scan openCursor
-	sync func() error // makes every write so far durable
+	d     ds.Batching
+	scan  openCursor
+	apply applyBatch
+	sync  func() error // makes every write so far durable
 
 	wmu sync.Mutex // held while a batch is written: one at a time, in order
 
@@ -76,18 +77,18 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.NoSync {
 		sync = func() error { return nil }
 	}
-	return start(d, pebbleScan(d.DB), sync), nil
+	return start(d, pebbleScan(d.DB), pebbleApply(d.DB), sync), nil
 }
 
 // OpenMemory returns a Store kept in memory, for tests.
 func OpenMemory() *Store {
 	d := dssync.MutexWrap(ds.NewMapDatastore())
-	return start(d, queryScan(d), func() error { return nil })
+	return start(d, queryScan(d), dsApply(d), func() error { return nil })
 }
 
-func start(d ds.Batching, scan openCursor, sync func() error) *Store {
+func start(d ds.Batching, scan openCursor, apply applyBatch, sync func() error) *Store {
 	s := &Store{
-		d: d, scan: scan, sync: sync,
+		d: d, scan: scan, apply: apply, sync: sync,
 		wake:    make(chan struct{}, 1),
 		syncEnd: make(chan struct{}),
 		stop:    make(chan struct{}),
