@@ -158,6 +158,7 @@ func BenchmarkProcTwenty(b *testing.B) {
 	latencies(procs...)
 
 	b.ResetTimer()
+	cpu0 := totalCPU(procs)
 	done := make(chan struct{})
 	for _, p := range procs {
 		go func() {
@@ -170,9 +171,11 @@ func BenchmarkProcTwenty(b *testing.B) {
 	}
 	converged(b, realm, procs...)
 	b.StopTimer()
+	cpu := totalCPU(procs) - cpu0
 
 	lat, caught := latencies(procs...)
 	want := nodes * perNode * (nodes - 1)
+	b.ReportMetric(float64(cpu.Microseconds())/float64(nodes*perNode), "cpu-µs/op")
 	b.ReportMetric(percentile(lat, 50), "p50-ms")
 	b.ReportMetric(percentile(lat, 99), "p99-ms")
 	b.ReportMetric(percentile(lat, 100), "max-ms")
@@ -202,4 +205,13 @@ func BenchmarkProcCatchUp(b *testing.B) {
 	b.ReportMetric(took.Seconds(), "catch-up-s")
 	b.ReportMetric((a.cpu() - cpuA).Seconds(), "cpu-a-s")
 	b.ReportMetric((bb.cpu() - cpuB).Seconds(), "cpu-b-s")
+}
+
+// totalCPU is the CPU time the nodes have used so far, together.
+func totalCPU(procs []*proc) time.Duration {
+	var sum time.Duration
+	for _, p := range procs {
+		sum += p.cpu()
+	}
+	return sum
 }

@@ -85,6 +85,7 @@ func runChild(dir string, in io.Reader, out io.Writer) error {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
+	TuneGC() // as the realmsync binary does
 	c := &child{}
 	var logger *slog.Logger
 	if os.Getenv(childEnv+"_LOG") != "" {

@@ -114,6 +114,7 @@ func runDaemon(cmd *cobra.Command, _ []string) error {
 		return refused(err)
 	}
 
+	daemon.TuneGC()
 	reg := prometheus.NewRegistry()
 	n, err := daemon.New(daemon.Config{
 		Metrics: reg,
