@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,6 +20,10 @@ import (
 // realm and spread over four. Target: ≥ 20,000 ops/s with 32 writers,
 // thanks to group commit and groups of combined writes.
 func BenchmarkNodeWrite(b *testing.B) {
+	// As the realmsync binary runs its node.
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	TuneGC()
 	for _, c := range []struct{ writers, realms int }{{1, 1}, {32, 1}, {32, 4}} {
 		b.Run(fmt.Sprintf("writers=%d/realms=%d", c.writers, c.realms), func(b *testing.B) {
 			n, err := New(Config{DataDir: b.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
