@@ -40,6 +40,8 @@ var operations = []opDoc{
 	{"POST", "/v1/invites/accept", "Join a realm with an invite's token, or the image of its QR code", "Accept", 201, "Realm"},
 	{"GET", "/metrics", "Prometheus metrics: the node's, libp2p's, the API's and the Go runtime's", "", 200, "metrics"},
 	{"GET", "/v1/realms/{realm}/events", "Server-Sent Events: message (id: the message id, resumable with Last-Event-ID), member, invite, object", "", 200, "events"},
+	{"POST", "/v1/session/link", "A one-time sign-in link for the web page (needs the token itself, not a session)", "", 201, "SessionLink"},
+	{"DELETE", "/v1/session", "Sign the web page's session out", "", 204, ""},
 }
 
 var pathParam = regexp.MustCompile(`\{([a-z]+)\}`)
@@ -145,7 +147,8 @@ func openAPI() map[string]any {
 		"NewInvite": object([]string{}, map[string]any{
 			"role": role, "expires_in": map[string]any{"type": "string", "default": "24h", "description": "a Go duration, such as 90m or 24h"},
 			"max_uses": map[string]any{"type": "integer", "minimum": 1, "maximum": MaxInviteUses, "default": DefaultInviteMaxUses}}),
-		"Accept": object([]string{"token"}, map[string]any{"token": str}),
+		"Accept":      object([]string{"token"}, map[string]any{"token": str}),
+		"SessionLink": object([]string{"url", "expires_at"}, map[string]any{"url": str, "expires_at": date}),
 		"Problem": object([]string{"type", "title", "status", "detail", "code"}, map[string]any{
 			"type": str, "title": str, "status": integer, "detail": str, "code": str}),
 	}
@@ -154,7 +157,7 @@ func openAPI() map[string]any {
 		"info": map[string]any{
 			"title":       "realmsync local API",
 			"version":     "1",
-			"description": "The daemon's API on a loopback address. Send Authorization: Bearer <the data dir's api-token> with every request but GET /v1/health.",
+			"description": "The daemon's API on a loopback address. Send Authorization: Bearer <the data dir's api-token> with every request but GET /v1/health; the web page sends the cookie of a session that a sign-in link (POST /v1/session/link) started.",
 		},
 		"servers":  []any{map[string]any{"url": "http://127.0.0.1:7700"}},
 		"security": []any{map[string]any{"bearer": []any{}}},

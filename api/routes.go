@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"net/http"
 	"net/url"
@@ -10,6 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/realmsync/realmsync/api/web"
 )
 
 // methods maps an HTTP method to its handler on one path.
@@ -59,6 +62,16 @@ func (s *Server) routes() {
 	s.route("/v1/realms/{realm}/invites/{offer}/qr.png", methods{"GET": s.inviteQR})
 	s.route("/v1/invites/accept", methods{"POST": s.accept})
 	s.route("/v1/realms/{realm}/events", methods{"GET": s.events})
+	s.route("/v1/session/link", methods{"POST": s.sessionLink})
+	s.route("/v1/session", methods{"DELETE": s.endSession})
+	s.mux.HandleFunc("GET /signin", s.signIn)
+	page := web.Handler()
+	for _, path := range web.Paths() {
+		if path == "/" {
+			path = "/{$}"
+		}
+		s.mux.Handle("GET "+path, page)
+	}
 	doc, err := json.MarshalIndent(openAPI(), "", "  ")
 	if err != nil {
 		panic(err) // a map of plain values always encodes

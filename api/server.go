@@ -1,19 +1,21 @@
 package api
 
 import (
-	"strconv"
-
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/realmsync/realmsync/api/web"
 )
 
 // Server serves the API of one Backend.
@@ -25,6 +27,7 @@ type Server struct {
 	table    []string // "METHOD /path" of every route
 	metrics  *prometheus.Registry
 	requests *prometheus.CounterVec
+	sessions *sessions // of the web page
 }
 
 // NewServer returns a server for b that admits requests bearing token.
@@ -37,7 +40,8 @@ func NewServer(b Backend, token string, log *slog.Logger, reg *prometheus.Regist
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{b: b, token: sha256.Sum256([]byte(token)), log: log, mux: http.NewServeMux(), metrics: reg}
+	s := &Server{b: b, token: sha256.Sum256([]byte(token)), log: log, mux: http.NewServeMux(), metrics: reg,
+		sessions: newSessions()}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "realmsync_api_requests_total", Help: "API requests, by route and status.",
 	}, []string{"route", "status"})
@@ -95,7 +99,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			"requests from pages of other origins are refused"))
 		return
 	}
-	if r.URL.Path != "/v1/health" && !s.authorized(r) {
+	if !public(r) && !s.authorized(r) {
 		h.Set("WWW-Authenticate", `Bearer realm="realmsync"`)
 		s.writeError(w, r, Errorf(http.StatusUnauthorized, CodeUnauthorized,
 			"no token or a wrong one: send Authorization: Bearer <the api-token file of the data dir>"))
@@ -104,7 +108,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
+// public reports whether a request needs no token: the health check, and
+// the web page's files and sign-in, which hold no data.
+func public(r *http.Request) bool {
+	return r.URL.Path == "/v1/health" || r.URL.Path == "/signin" || web.Serves(r.URL.Path)
+}
+
+// authorized reports whether a request bears the token, or the cookie of
+// a web page's session.
 func (s *Server) authorized(r *http.Request) bool {
+	return s.bearer(r) || s.sessions.valid(r)
+}
+
+// bearer reports whether a request bears the token.
+func (s *Server) bearer(r *http.Request) bool {
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
 		return false

@@ -155,6 +155,7 @@ func runDaemon(cmd *cobra.Command, _ []string) error {
 	}
 	defer os.Remove(filepath.Join(dir, apiFile))
 	log.Info("daemon ready", "api", "http://"+info.Addr, "peer", info.PeerID, "data", dir)
+	log.Info("for the web page, run: realmsync open" + dataFlag(cmd))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -249,4 +250,13 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// dataFlag is " --data DIR" when the command line or the environment
+// chose the data dir, so that a command printed for the user finds it.
+func dataFlag(cmd *cobra.Command) string {
+	if d := flag(cmd, "data"); d != "" {
+		return " --data " + d
+	}
+	return ""
 }

@@ -84,7 +84,7 @@ they accept by token or QR code.`,
 	root.PersistentFlags().String("data", "", "data dir (env REALMSYNC_DATA; default $XDG_DATA_HOME/realmsync or ~/.local/share/realmsync)")
 	root.PersistentFlags().Bool("json", false, "print the API's JSON answer")
 	root.AddCommand(daemonCommand(), statusCommand(), realmCommand(), memberCommand(),
-		sendCommand(), messagesCommand(), chatCommand(), inviteCommand())
+		sendCommand(), messagesCommand(), chatCommand(), inviteCommand(), openCommand())
 	return root
 }
 
