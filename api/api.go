@@ -15,6 +15,9 @@
 // origin is refused with 403. Request bodies have size limits (413), and
 // a request that is refused changes nothing. Errors are problem+json
 // with a stable code.
+//
+// The web page (package web) signs in with a session cookie instead of
+// the token: see session.go.
 package api
 
 import (
