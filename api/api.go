@@ -52,6 +52,7 @@ type Realm struct {
 	Name      string    `json:"name"`
 	Role      string    `json:"role"` // this node's role; "" before the realm arrives
 	Members   int       `json:"members"`
+	Messages  int       `json:"messages"` // chat messages: a page counts what is unread with it
 	CreatedAt time.Time `json:"created_at"`
 }
 

@@ -95,6 +95,7 @@ func (nb *NodeBackend) realm(id crdt.RealmID) (Realm, error) {
 		out.Name = meta.Name
 		out.CreatedAt = wallTime(meta.Created)
 		out.Members = len(r.Members())
+		out.Messages = r.MessageCount()
 		if role := r.Role(nb.n.Author()); role != crdt.RoleNone {
 			out.Role = role.String()
 		}

@@ -125,8 +125,8 @@ func openAPI() map[string]any {
 		"Status": object([]string{"peer_id", "name", "addrs", "version", "realms", "peers"}, map[string]any{
 			"peer_id": str, "name": str, "addrs": map[string]any{"type": "array", "items": str},
 			"version": str, "realms": integer, "peers": integer}),
-		"Realm": object([]string{"id", "name", "role", "members", "created_at"}, map[string]any{
-			"id": str, "name": str, "role": str, "members": integer, "created_at": date}),
+		"Realm": object([]string{"id", "name", "role", "members", "messages", "created_at"}, map[string]any{
+			"id": str, "name": str, "role": str, "members": integer, "messages": integer, "created_at": date}),
 		"RealmList": list("realms", "Realm"),
 		"NewRealm":  object([]string{"name"}, map[string]any{"name": str}),
 		"Member": object([]string{"peer_id", "name", "role", "online"}, map[string]any{

@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 )
@@ -141,6 +142,10 @@ func (r *Realm) flush(b *Batch) {
 		b.put(r.keys.digest(), slices.Clone(r.objDig[:]))
 		r.dirtyDigest = false
 	}
+	if r.dirtyMsgs {
+		b.put(r.keys.messageCount(), binary.AppendUvarint(nil, uint64(r.msgs)))
+		r.dirtyMsgs = false
+	}
 }
 
 // object reads an object's stored state; nil if it was never written.
@@ -210,6 +215,14 @@ func (r *Realm) putObject(b *Batch, old, obj *Object, res *Result) {
 		}
 		if obj.visible() {
 			b.put(r.keys.message(obj.Created), []byte(key.ID))
+		}
+		switch {
+		case !old.visibleMsg() && obj.visible():
+			r.msgs++
+			r.dirtyMsgs = true
+		case old.visibleMsg() && !obj.visible():
+			r.msgs--
+			r.dirtyMsgs = true
 		}
 	}
 	if obj.Created.IsZero() && obj.Tomb.IsZero() {

@@ -14,6 +14,7 @@ import (
 //	realms/<id>                       a realm this store holds
 //	r/<id>/meta                       name, genesis author, creation time
 //	r/<id>/dig                        XOR of the digests of all objects
+//	r/<id>/nc                         how many messages are visible
 //	r/<id>/h/<author>                 chain head: seq, hash, clock
 //	r/<id>/o/<author>/<seq>           an op, canonical encoding
 //	r/<id>/g/<stamp>                  a membership op, in realm order
@@ -31,6 +32,7 @@ func newKeys(id RealmID) keys { return keys{p: "r/" + id.String() + "/"} }
 
 func (k keys) meta() string             { return k.p + "meta" }
 func (k keys) digest() string           { return k.p + "dig" }
+func (k keys) messageCount() string     { return k.p + "nc" }
 func (k keys) heads() string            { return k.p + "h/" }
 func (k keys) head(a PublicKey) string  { return k.build("h/", string(a[:])) }
 func (k keys) equivs() string           { return k.p + "e/" }

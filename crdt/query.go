@@ -3,6 +3,7 @@ package crdt
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -58,6 +59,23 @@ func (r *Realm) load() error {
 		return fmt.Errorf("early marks: %w", err)
 	}
 	if err := r.loadMembership(v); err != nil {
+		return err
+	}
+	switch nc, err := v.get(r.keys.messageCount()); {
+	case err == nil:
+		n, size := binary.Uvarint(nc)
+		if size <= 0 || size != len(nc) {
+			return fmt.Errorf("%w: message count", ErrMalformed)
+		}
+		r.msgs = int(n)
+	case isNotFound(err):
+		// A store from before the count was kept: count once, and keep
+		// the count from the next write on.
+		if r.msgs, err = r.countMessages(v); err != nil {
+			return fmt.Errorf("count messages: %w", err)
+		}
+		r.dirtyMsgs = r.msgs > 0
+	default:
 		return err
 	}
 	dig, err := v.get(r.keys.digest())
@@ -180,12 +198,14 @@ func (r *Realm) Messages(after string, limit int) ([]*Object, error) {
 	return out, nil
 }
 
-// MessageCount counts the chat messages by reading the message index. It
-// reads the store only, so it may run without the caller's lock on the
-// realm, and then counts what was committed when it started.
-func (r *Realm) MessageCount() (int, error) {
+// MessageCount returns how many chat messages are visible. The count is
+// kept as messages come and go, and stored, so it costs nothing to ask.
+func (r *Realm) MessageCount() int { return r.msgs }
+
+// countMessages counts the visible messages by scanning their index.
+func (r *Realm) countMessages(v view) (int, error) {
 	n := 0
-	err := r.st.Scan(r.keys.messages(), r.keys.messages(), func(string, []byte) bool {
+	err := v.scan(r.keys.messages(), func(string, []byte) bool {
 		n++
 		return true
 	})

@@ -53,8 +53,11 @@ type Realm struct {
 	clock    Clock
 	early    map[ObjectKey]bool // messages touched before their creating op (apply.go)
 
+	msgs int // visible messages
+
 	dirtyHeads  []PublicKey // heads changed since the last flush
 	dirtyDigest bool        // objDig changed since the last flush
+	dirtyMsgs   bool        // msgs changed since the last flush
 
 	pending map[PublicKey]map[uint64]heldOp
 	npend   int // ops held in pending

@@ -118,8 +118,11 @@ func (w *world) commit(n *node, b *Batch) {
 	}
 	again := mustOpen(w.t, n.st, w.id)
 	if again.Digest() != n.realm.Digest() || !maps.Equal(again.VersionVector(), n.realm.VersionVector()) ||
-		!maps.Equal(again.early, n.realm.early) {
+		!maps.Equal(again.early, n.realm.early) || again.MessageCount() != n.realm.MessageCount() {
 		w.t.Fatalf("%s: reopening the store gives another replica", n.name)
+	}
+	if scanned, err := again.countMessages(view{n.st, NewBatch()}); err != nil || scanned != n.realm.MessageCount() {
+		w.t.Fatalf("%s: %d messages kept count of, %d in the index (%v)", n.name, n.realm.MessageCount(), scanned, err)
 	}
 }
 

@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"errors"
-	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -46,7 +44,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "realmsync_peers", Help: "Peers connected.",
 		}, func() float64 { return float64(n.Peers()) }),
-		&realmCollector{n: n, counts: make(map[crdt.RealmID]countAt)})
+		&realmCollector{n: n})
 	return m
 }
 
@@ -71,24 +69,12 @@ func rejectReason(err error) string {
 
 var (
 	realmMembers  = prometheus.NewDesc("realmsync_realm_members", "Members of a realm.", []string{"realm"}, nil)
-	realmMessages = prometheus.NewDesc("realmsync_realm_messages", "Chat messages in a realm (counted at most once a minute).", []string{"realm"}, nil)
+	realmMessages = prometheus.NewDesc("realmsync_realm_messages", "Chat messages in a realm.", []string{"realm"}, nil)
 )
 
 // realmCollector reports each realm's member and message counts when
-// scraped. Counting messages reads the message index, so a count is
-// kept for a minute.
-type realmCollector struct {
-	n      *Node
-	mu     sync.Mutex
-	counts map[crdt.RealmID]countAt
-}
-
-type countAt struct {
-	n  int
-	at time.Time
-}
-
-const messageCountTTL = time.Minute
+// scraped.
+type realmCollector struct{ n *Node }
 
 func (c *realmCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- realmMembers
@@ -96,24 +82,12 @@ func (c *realmCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *realmCollector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, rp := range c.n.replicas() {
 		rp.mu.Lock()
-		members := len(rp.r.Members())
+		members, messages := len(rp.r.Members()), rp.r.MessageCount()
 		rp.mu.Unlock()
 		label := rp.id.String()
 		ch <- prometheus.MustNewConstMetric(realmMembers, prometheus.GaugeValue, float64(members), label)
-		cnt, ok := c.counts[rp.id]
-		if !ok || time.Since(cnt.at) > messageCountTTL {
-			// The index is read from the store, without the realm's lock.
-			n, err := rp.r.MessageCount()
-			if err != nil {
-				continue
-			}
-			cnt = countAt{n, time.Now()}
-			c.counts[rp.id] = cnt
-		}
-		ch <- prometheus.MustNewConstMetric(realmMessages, prometheus.GaugeValue, float64(cnt.n), label)
+		ch <- prometheus.MustNewConstMetric(realmMessages, prometheus.GaugeValue, float64(messages), label)
 	}
 }

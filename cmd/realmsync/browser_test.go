@@ -206,6 +206,20 @@ func TestBrowser(t *testing.T) {
 	alice.shot("chat")
 	bobs.shot("chat")
 
+	// While Alice looks at another realm, the kitchen counts what she
+	// has not read.
+	alice.do("look at another realm",
+		chromedp.Click(chromedp.ID("new-realm")),
+		chromedp.SendKeys(chromedp.ID("realm-name"), "attic"),
+		chromedp.Click(chromedp.CSS(`#new-realm-form button[value="ok"]`)),
+		waitFor(`document.getElementById('room-name').textContent === 'attic'`))
+	bobs.do("send", chromedp.SendKeys(chromedp.ID("text"), "anyone?"+kb.Enter))
+	kitchen := `[...document.querySelectorAll('#realms .realm')].find(b => b.querySelector('.name').textContent === 'kitchen')`
+	alice.do("see one unread", waitFor(kitchen+`.querySelector('.unread')?.textContent === '1'`))
+	alice.shot("unread")
+	alice.do("go back to the kitchen", chromedp.Evaluate[chromedp.Void](kitchen+`.click()`),
+		waitFor(hasMessage("anyone?")), waitFor(kitchen+`.querySelector('.unread') === null`))
+
 	// Carol joins with a picture of a QR code, on a phone-sized screen;
 	// Alice makes her a reader, and her page stops offering to write.
 	c, _ := startDaemon(t, "carol")

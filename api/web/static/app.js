@@ -1,14 +1,17 @@
 // The realmsync chat page. It talks to the daemon's API like any client,
-// signed in by a session cookie; live changes come as Server-Sent Events,
-// one stream per realm (EventSource resumes a stream with Last-Event-ID).
+// signed in by a session cookie. The realm on screen changes live, by
+// Server-Sent Events (EventSource resumes with Last-Event-ID); the others
+// are read every few seconds, for their names, roles and unread counts. A
+// browser opens at most six connections to one host, so one stream it is.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
 
 const state = {
   me: '',              // this node's peer id
-  realms: new Map(),   // id → {realm, unread, events, lost}
+  realms: new Map(),   // id → {realm, lost}
   current: '',         // id of the realm on screen
+  events: null,        // the EventSource of the realm on screen
   seen: new Set(),     // ids of the messages on screen
   members: [],         // of the realm on screen
 };
@@ -80,7 +83,7 @@ function showError(p, err) {
 // ---- start, status, sign-out
 
 function showSignedOut() {
-  for (const r of state.realms.values()) if (r.events) r.events.close();
+  if (state.events) state.events.close();
   $('app').hidden = true;
   $('signed-out').hidden = false;
 }
@@ -102,6 +105,7 @@ async function start() {
   setInterval(refreshStatus, 5000);
   wire();
   await loadRealms();
+  setInterval(loadRealms, 5000);
 }
 
 function showStatus(s) {
@@ -124,7 +128,12 @@ async function refreshStatus() {
 // ---- realms
 
 async function loadRealms() {
-  const { realms } = await api('GET', '/v1/realms');
+  let realms;
+  try {
+    ({ realms } = await api('GET', '/v1/realms'));
+  } catch (e) {
+    return; // the status line says the daemon is gone
+  }
   for (const r of realms) addRealm(r);
   renderRealms();
   if (!state.current && realms.length > 0) select(realms[0].id);
@@ -132,13 +141,34 @@ async function loadRealms() {
 
 function addRealm(r) {
   const have = state.realms.get(r.id);
-  if (have) {
-    have.realm = r;
+  if (!have) {
+    state.realms.set(r.id, { realm: r, lost: false });
+    if (seen(r.id) === null) markSeen(r.id, r.messages);
     return;
   }
-  const entry = { realm: r, unread: 0, events: null, lost: false };
-  state.realms.set(r.id, entry);
-  listen(entry);
+  const hadRole = have.realm.role;
+  have.realm = r;
+  if (hadRole && !r.role) markLost(r.id);
+  else if (state.current === r.id) {
+    markSeen(r.id, r.messages);
+    showRoomHead(have);
+  }
+}
+
+// The count of messages seen in each realm is kept in the browser, so
+// that unread counts last across reloads.
+function seen(id) {
+  const v = localStorage.getItem('realmsync.seen.' + id);
+  return v === null ? null : Number(v);
+}
+
+function markSeen(id, count) {
+  localStorage.setItem('realmsync.seen.' + id, String(count || 0));
+}
+
+function unread(entry) {
+  if (entry.realm.id === state.current) return 0;
+  return Math.max(0, (entry.realm.messages || 0) - (seen(entry.realm.id) || 0));
 }
 
 function renderRealms() {
@@ -147,7 +177,8 @@ function renderRealms() {
   const sorted = [...state.realms.values()].sort((a, b) => realmName(a.realm).localeCompare(realmName(b.realm)));
   for (const entry of sorted) {
     const r = entry.realm;
-    const label = entry.unread > 0 ? `${realmName(r)}, ${entry.unread} unread` : realmName(r);
+    const n = unread(entry);
+    const label = n > 0 ? `${realmName(r)}, ${n} unread` : realmName(r);
     list.append(el('li', {},
       el('button', {
         class: 'realm' + (r.id === state.current ? ' current' : ''),
@@ -156,7 +187,7 @@ function renderRealms() {
         'data-realm': r.id,
         onclick: () => { select(r.id); closeMenu(); },
       }, el('span', { class: 'name' }, realmName(r)),
-      entry.unread > 0 ? el('span', { class: 'unread' }, String(entry.unread)) : null)));
+      n > 0 ? el('span', { class: 'unread' }, String(n)) : null)));
   }
 }
 
@@ -164,8 +195,8 @@ async function select(id) {
   const entry = state.realms.get(id);
   if (!entry) return;
   state.current = id;
-  entry.unread = 0;
   state.seen.clear();
+  listen(id);
   renderRealms();
   $('empty').hidden = true;
   $('room').hidden = false;
@@ -174,6 +205,7 @@ async function select(id) {
   try {
     entry.realm = await api('GET', `/v1/realms/${id}`);
   } catch (e) { /* keep what the list said */ }
+  markSeen(id, entry.realm.messages);
   renderRealms();
   showRoomHead(entry);
   await Promise.all([loadMessages(id), loadMembers(id)]);
@@ -259,20 +291,24 @@ async function send(ev) {
 
 // ---- live events
 
-function listen(entry) {
-  const id = entry.realm.id;
+// listen follows the events of realm id, and stops following the realm
+// followed before.
+function listen(id) {
+  if (state.events) state.events.close();
+  const entry = state.realms.get(id);
   const es = new EventSource(`/v1/realms/${id}/events`);
-  entry.events = es;
+  state.events = es;
   es.addEventListener('message', (ev) => {
+    if (state.current !== id) return;
     const m = JSON.parse(ev.data);
-    if (state.current === id) {
-      const atEnd = $('messages').scrollHeight - $('messages').scrollTop - $('messages').clientHeight < 40;
-      showMessage(m);
-      if (atEnd || m.author === state.me) scrollDown();
-    } else if (m.author !== state.me) {
-      entry.unread++;
-      renderRealms();
+    const list = $('messages');
+    const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    if (!state.seen.has(m.id)) {
+      entry.realm.messages = (entry.realm.messages || 0) + 1;
+      markSeen(id, entry.realm.messages);
     }
+    showMessage(m);
+    if (atEnd || m.author === state.me) scrollDown();
   });
   es.addEventListener('member', (ev) => {
     const { members } = JSON.parse(ev.data);
