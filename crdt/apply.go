@@ -45,15 +45,20 @@ func (r *Realm) store(b *Batch, op *Op, res *Result) error {
 	// that creates it unless another op touched it first, and each such
 	// op leaves a mark. Without a mark, the creating op writes without
 	// reading: most ops are new messages, and their lookups would miss.
-	fresh := key.namedBy(st)
+	fresh := !r.earlyAll && key.namedBy(st)
 	if fresh && r.early[key] {
 		fresh = false
 		delete(r.early, key)
 		b.del(r.keys.early(key))
 	}
 	if !r.acl.dataValid(op.Author, op.Seq, r.frozen) {
-		if !fresh {
-			r.markEarly(b, key) // it may be brought in before its creator
+		if !fresh && key.engineNamed() && !r.early[key] {
+			// Revalidation may bring it in before its creator comes.
+			if old, err := r.object(v, key); err != nil {
+				return err
+			} else if old == nil {
+				r.markEarly(b, key)
+			}
 		}
 		return nil // stored without effect; revalidate brings it in if that changes
 	}
@@ -89,12 +94,22 @@ func (r *Realm) store(b *Batch, op *Op, res *Result) error {
 // its creating op, if it comes later, must read what is here. A mark
 // too many costs that op a lookup, nothing more.
 func (r *Realm) markEarly(b *Batch, key ObjectKey) {
-	if key.Collection != MessagesCollection || len(key.ID) != messageIDLen || r.early[key] {
+	if !key.engineNamed() || r.early[key] {
+		return
+	}
+	b.put(r.keys.early(key), []byte{})
+	if len(r.early) >= maxEarly {
+		r.earlyAll = true // see maxEarly
 		return
 	}
 	r.early[key] = true
-	b.put(r.keys.early(key), []byte{})
 }
+
+// maxEarly bounds the marks a realm holds in memory. Marks come only from
+// ops that write to a message before it exists, which honest writers do
+// not do; past the bound, every creating op reads, which is always right,
+// and opening reads no more than maxEarly marks.
+const maxEarly = 4096
 
 func isMembership(k Kind) bool {
 	switch k {

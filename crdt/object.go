@@ -16,14 +16,14 @@ const MessagesCollection = "messages"
 
 // MessageID is the id of the message that op seq of author's chain
 // creates when its writer leaves the id to the engine (a Set in
-// MessagesCollection with an empty ID): 128 bits of a hash of the two, in
-// lower-case base32, 26 characters.
+// MessagesCollection with an empty ID): "m", then 128 bits of a hash of
+// the two in lower-case base32; 27 characters.
 func MessageID(author PublicKey, seq uint64) string {
 	h := sha256.New()
 	h.Write([]byte("realmsync message id\x00"))
 	h.Write(author[:])
 	h.Write(binary.BigEndian.AppendUint64(nil, seq))
-	return strings.ToLower(messageIDs.EncodeToString(h.Sum(nil)[:16]))
+	return "m" + strings.ToLower(messageIDs.EncodeToString(h.Sum(nil)[:16]))
 }
 
 var messageIDs = base32.StdEncoding.WithPadding(base32.NoPadding)
@@ -31,12 +31,16 @@ var messageIDs = base32.StdEncoding.WithPadding(base32.NoPadding)
 // namedBy reports whether k is the message that the op at s creates: the
 // one MessageID names after its position.
 func (k ObjectKey) namedBy(s Stamp) bool {
-	return k.Collection == MessagesCollection && len(k.ID) == messageIDLen &&
-		k.ID == MessageID(s.Author, s.Seq)
+	return k.engineNamed() && k.ID == MessageID(s.Author, s.Seq)
+}
+
+// engineNamed reports whether k has the shape of the ids MessageID gives.
+func (k ObjectKey) engineNamed() bool {
+	return k.Collection == MessagesCollection && len(k.ID) == messageIDLen && k.ID[0] == 'm'
 }
 
 // messageIDLen is the length of the ids MessageID gives.
-const messageIDLen = 26
+const messageIDLen = 27
 
 // ObjectKey names an object: a collection and an id within it.
 type ObjectKey struct{ Collection, ID string }

@@ -52,6 +52,10 @@ func (r *Realm) load() error {
 		if key, err = parseObjectKey(k[len(r.keys.earlies()):]); err != nil {
 			return false
 		}
+		if len(r.early) >= maxEarly {
+			r.early, r.earlyAll = map[ObjectKey]bool{}, true
+			return false
+		}
 		r.early[key] = true
 		return true
 	})

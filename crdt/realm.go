@@ -52,6 +52,7 @@ type Realm struct {
 	objDig   Hash // XOR of the digests of all visible objects
 	clock    Clock
 	early    map[ObjectKey]bool // messages touched before their creating op (apply.go)
+	earlyAll bool               // too many marks to hold: every creating op reads
 
 	msgs int // visible messages
 
