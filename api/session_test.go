@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -34,13 +35,22 @@ func withCookie(value string) func(*http.Request) {
 	return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: cookieName, Value: value}) }
 }
 
+// withSession sends a session's cookie and page key.
+func withSession(cookie, key string) func(*http.Request) {
+	return func(r *http.Request) {
+		r.AddCookie(&http.Cookie{Name: cookieName, Value: cookie})
+		r.Header.Set(keyHeader, key)
+	}
+}
+
 // signIn follows a sign-in link without the token and returns the
-// session cookie it sets.
-func signIn(t *testing.T, c *client, link string) string {
+// session cookie it sets and the page key it sends the page.
+func signIn(t *testing.T, c *client, link string) (cookie, key string) {
 	t.Helper()
 	r := c.do("GET", link, "", noToken)
-	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/" {
-		t.Fatalf("GET %s = %d, Location %q; want 303 to /", link, r.status, r.header.Get("Location"))
+	key, ok := strings.CutPrefix(r.header.Get("Location"), "/#k=")
+	if r.status != http.StatusSeeOther || !ok || key == "" {
+		t.Fatalf("GET %s = %d, Location %q; want 303 to /#k=<key>", link, r.status, r.header.Get("Location"))
 	}
 	resp := http.Response{Header: r.header}
 	for _, ck := range resp.Cookies() {
@@ -48,45 +58,65 @@ func signIn(t *testing.T, c *client, link string) string {
 			if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Path != "/" {
 				t.Errorf("session cookie %+v: want HttpOnly, SameSite=Strict, Path=/", ck)
 			}
-			return ck.Value
+			return ck.Value, key
 		}
 	}
 	t.Fatalf("no session cookie in %v", r.header)
-	return ""
+	return "", ""
 }
 
-// TestSession: a sign-in link works once; its cookie opens the API but
-// cannot make more links; signing out ends it.
+// TestSession: a sign-in link works once; its cookie and page key open
+// the API, neither alone does, and they cannot make more links; signing
+// out ends the session, and so does a second use of its link.
 func TestSession(t *testing.T) {
 	_, c := newServer(t)
 	noRedirect(t)
 	link := signInLink(t, c)
-	session := signIn(t, c, link)
+	cookie, key := signIn(t, c, link)
 
-	if r := c.do("GET", link, "", noToken); r.status != http.StatusUnauthorized || !strings.Contains(string(r.body), "used already") {
-		t.Errorf("a used link = %d %s; want 401", r.status, r.body)
-	}
 	if r := c.do("GET", "/signin?code=nonsense", "", noToken); r.status != http.StatusUnauthorized {
 		t.Errorf("a made-up code = %d; want 401", r.status)
 	}
-	if r := c.do("GET", "/v1/status", "", noToken, withCookie(session)); r.status != http.StatusOK {
-		t.Errorf("status with the session cookie = %d %s", r.status, r.body)
+	if r := c.do("GET", "/v1/status", "", noToken, withSession(cookie, key)); r.status != http.StatusOK {
+		t.Errorf("status with the session = %d %s", r.status, r.body)
 	}
-	if r := c.do("GET", "/v1/status", "", noToken, withCookie(session+"x")); r.status != http.StatusUnauthorized {
-		t.Errorf("status with a wrong cookie = %d; want 401", r.status)
+	if r := c.do("GET", "/v1/status?key="+url.QueryEscape(key), "", noToken, withCookie(cookie)); r.status != http.StatusOK {
+		t.Errorf("status with the page key in the query = %d %s", r.status, r.body)
 	}
-	if r := c.do("POST", "/v1/session/link", "", noToken, withCookie(session)); r.status != http.StatusForbidden {
+	refused := map[string]func(*http.Request){
+		"the cookie alone (another local site the browser visits)": withCookie(cookie),
+		"a wrong page key":   withSession(cookie, key+"x"),
+		"a wrong cookie":     withSession(cookie+"x", key),
+		"the page key alone": func(r *http.Request) { r.Header.Set(keyHeader, key) },
+	}
+	for what, edit := range refused {
+		if r := c.do("GET", "/v1/status", "", noToken, edit); r.status != http.StatusUnauthorized {
+			t.Errorf("status with %s = %d; want 401", what, r.status)
+		}
+	}
+	if r := c.do("POST", "/v1/session/link", "", noToken, withSession(cookie, key)); r.status != http.StatusForbidden {
 		t.Errorf("a session making a link = %d; want 403", r.status)
 	}
 	cross := func(r *http.Request) { r.Header.Set("Origin", "http://evil.example") }
-	if r := c.do("POST", "/v1/realms", `{"name":"x"}`, noToken, withCookie(session), cross); r.status != http.StatusForbidden {
-		t.Errorf("a cross-origin request with the cookie = %d; want 403", r.status)
+	if r := c.do("POST", "/v1/realms", `{"name":"x"}`, noToken, withSession(cookie, key), cross); r.status != http.StatusForbidden {
+		t.Errorf("a cross-origin request with the session = %d; want 403", r.status)
 	}
-	if r := c.do("DELETE", "/v1/session", "", noToken, withCookie(session)); r.status != http.StatusNoContent {
+	if r := c.do("DELETE", "/v1/session", "", noToken, withSession(cookie, key)); r.status != http.StatusNoContent {
 		t.Errorf("sign out = %d %s", r.status, r.body)
 	}
-	if r := c.do("GET", "/v1/status", "", noToken, withCookie(session)); r.status != http.StatusUnauthorized {
+	if r := c.do("GET", "/v1/status", "", noToken, withSession(cookie, key)); r.status != http.StatusUnauthorized {
 		t.Errorf("status after signing out = %d; want 401", r.status)
+	}
+
+	// Someone races the browser to a link: when the browser comes, it is
+	// refused, and what the other one got ends.
+	link = signInLink(t, c)
+	cookie, key = signIn(t, c, link)
+	if r := c.do("GET", link, "", noToken); r.status != http.StatusUnauthorized || !strings.Contains(string(r.body), "used already") {
+		t.Errorf("a used link = %d %s; want 401", r.status, r.body)
+	}
+	if r := c.do("GET", "/v1/status", "", noToken, withSession(cookie, key)); r.status != http.StatusUnauthorized {
+		t.Errorf("the session of a link used twice = %d; want 401", r.status)
 	}
 }
 
@@ -105,25 +135,22 @@ func TestSessionExpiry(t *testing.T) {
 	ss.now = func() time.Time { return now }
 	code, _ := ss.link()
 	now = now.Add(linkTTL)
-	if _, ok := ss.redeem(code); ok {
+	if _, _, err := ss.redeem(code); err == nil {
 		t.Error("a code redeemed when its time was up")
 	}
 	code, _ = ss.link()
-	session, ok := ss.redeem(code)
-	if !ok {
+	session, key, err := ss.redeem(code)
+	if err != nil {
 		t.Fatal("a fresh code was refused")
 	}
-	req := func(v string) *http.Request {
-		r, _ := http.NewRequest("GET", "/", nil)
-		r.AddCookie(&http.Cookie{Name: cookieName, Value: v})
-		return r
-	}
+	req := httptest.NewRequest("GET", "/", nil)
+	withSession(session, key)(req)
 	now = now.Add(sessionTTL - time.Second)
-	if !ss.valid(req(session)) {
+	if !ss.valid(req) {
 		t.Error("a session ended early")
 	}
 	now = now.Add(time.Second)
-	if ss.valid(req(session)) {
+	if ss.valid(req) {
 		t.Error("a session outlived sessionTTL")
 	}
 	var codes []string
@@ -135,10 +162,10 @@ func TestSessionExpiry(t *testing.T) {
 	if len(ss.codes) != maxLinks {
 		t.Errorf("%d codes kept; want at most %d", len(ss.codes), maxLinks)
 	}
-	if _, ok := ss.redeem(codes[0]); ok {
+	if _, _, err := ss.redeem(codes[0]); err == nil {
 		t.Error("the oldest code survived a full table")
 	}
-	if _, ok := ss.redeem(codes[len(codes)-1]); !ok {
+	if _, _, err := ss.redeem(codes[len(codes)-1]); err != nil {
 		t.Error("the newest code was dropped")
 	}
 }

@@ -148,6 +148,8 @@ func TestBrowser(t *testing.T) {
 	alice := newBrowser(t, exe, "alice", shots, &step)
 	alice.do("sign in", chromedp.Navigate(strings.TrimSpace(a.run("open", "--print"))),
 		chromedp.WaitVisible(chromedp.ID("app")))
+	alice.do("leave no secret in sight",
+		waitFor(`location.href === location.origin + '/' && !document.cookie.includes('realmsync_session')`))
 	alice.shot("signed-in")
 	// The sign-in link works once.
 	link := strings.TrimSpace(a.run("open", "--print"))

@@ -18,6 +18,25 @@ const state = {
 
 const keepMessages = 500; // the newest messages a realm shows
 
+// The page key: the sign-in hands it over in the address's fragment, which
+// no server sees; it is kept in this origin's storage and taken out of the
+// address at once. Every request carries it next to the session cookie
+// (see the api package: the cookie alone reaches other local sites too).
+const pageKey = (() => {
+  const m = location.hash.match(/^#k=([A-Za-z0-9_-]+)$/);
+  if (m) {
+    localStorage.setItem('realmsync.key', m[1]);
+    history.replaceState(null, '', '/');
+  }
+  return localStorage.getItem('realmsync.key') || '';
+})();
+
+// keyed adds the page key to the URL of a request whose headers the page
+// cannot choose: an event stream, an image.
+function keyed(path) {
+  return path + (path.includes('?') ? '&' : '?') + 'key=' + encodeURIComponent(pageKey);
+}
+
 class APIError extends Error {
   constructor(status, problem) {
     super(problem && problem.detail ? problem.detail : 'the daemon answered ' + status);
@@ -29,7 +48,7 @@ class APIError extends Error {
 
 // api calls the daemon; body is JSON unless a type is given.
 async function api(method, path, body, type) {
-  const opts = { method, headers: {}, credentials: 'same-origin' };
+  const opts = { method, headers: { 'X-Realmsync-Key': pageKey }, credentials: 'same-origin' };
   if (body !== undefined) {
     opts.headers['Content-Type'] = type || 'application/json';
     opts.body = type ? body : JSON.stringify(body);
@@ -296,7 +315,7 @@ async function send(ev) {
 function listen(id) {
   if (state.events) state.events.close();
   const entry = state.realms.get(id);
-  const es = new EventSource(`/v1/realms/${id}/events`);
+  const es = new EventSource(keyed(`/v1/realms/${id}/events`));
   state.events = es;
   es.addEventListener('message', (ev) => {
     if (state.current !== id) return;
@@ -429,7 +448,7 @@ async function createInvite(ev) {
     const inv = await api('POST', `/v1/realms/${state.current}/invites`, {
       role: $('inv-role').value, expires_in: $('inv-expires').value, max_uses: Number($('inv-uses').value),
     });
-    $('inv-qr').src = inv.qr_url;
+    $('inv-qr').src = keyed(inv.qr_url);
     $('inv-token').value = inv.token;
     $('inv-copied').textContent = '';
     $('inv-result').hidden = false;
@@ -579,6 +598,7 @@ function wire() {
   });
   $('signout').addEventListener('click', async () => {
     try { await api('DELETE', '/v1/session'); } catch (e) { /* signed out either way */ }
+    localStorage.removeItem('realmsync.key');
     showSignedOut();
   });
 }
