@@ -199,6 +199,14 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("join-go")),
 		waitFor(`document.getElementById('room-name').textContent === 'kitchen'`))
 	bobs.shot("joined")
+	alice.do("open and revoke another invite (Bob's is used up)",
+		chromedp.Click(chromedp.ID("invite")),
+		waitFor(`document.querySelectorAll('#inv-list button.danger').length === 0`),
+		chromedp.Click(chromedp.CSS(`#invite-form button[value="ok"]`)),
+		waitFor(`document.querySelectorAll('#inv-list button.danger').length === 1`),
+		chromedp.Click(chromedp.CSS(`#inv-list button.danger`)),
+		waitFor(`document.querySelectorAll('#inv-list button.danger').length === 0`),
+		chromedp.Click(chromedp.CSS(`#invite-form button[value="cancel"]`)))
 
 	alice.do("send", chromedp.SendKeys(chromedp.ID("text"), "dinner at eight?"+kb.Enter),
 		waitFor(hasMessage("dinner at eight?")))
