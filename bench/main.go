@@ -1,0 +1,205 @@
+// Command bench measures realmsync next to its peers on one machine, in
+// one run, and prints a markdown table that it also writes to
+// RESULTS.md, with the date, the machine and the command:
+//
+//	cd bench && go run . [-full] [-out RESULTS.md]
+//
+// Quick mode (the default) finishes in a minute or two; -full runs each
+// row longer. The rows so far: the machine's floors (fdatasync, a loopback
+// round trip, one ed25519 verify), realmsync's durable write through its
+// API from 1 and 32 writers, and a write on one daemon seen on another at
+// 100 ops/s, next to raw gossipsub carrying payloads of the same size.
+// It is a module of its own, so that the peers it runs never enter the
+// daemon's dependencies.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "gossip-peer" {
+		if err := gossipPeer(); err != nil {
+			fmt.Fprintln(os.Stderr, "gossip peer:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	full := flag.Bool("full", false, "run each row longer (the quick mode takes a minute or two)")
+	out := flag.String("out", "RESULTS.md", "also write the table here")
+	flag.Parse()
+	if err := run(*full, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// sizes of each row, quick and full.
+type sizes struct {
+	floor, write1, write32, live int
+}
+
+var (
+	quick = sizes{floor: 200, write1: 300, write32: 3000, live: 300}
+	long  = sizes{floor: 2000, write1: 2000, write32: 30000, live: 2000}
+)
+
+// opSize is the size of a chat message's op as realmsync writes it: the
+// raw gossipsub row carries payloads this big.
+const opSize = 356
+
+func run(full bool, out string) error {
+	n := quick
+	mode := "quick"
+	if full {
+		n, mode = long, "full"
+	}
+	tmp, err := os.MkdirTemp("", "realmsync-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	var t table
+	step := func(what string) { fmt.Fprintf(os.Stderr, "bench: %s…\n", what) }
+
+	step("the machine's floors")
+	sync, err := fdatasync(tmp, n.floor)
+	if err != nil {
+		return err
+	}
+	t.add("floor", "fdatasync of 4 KiB", stats(sync), "")
+	rtt, err := loopbackRTT(n.floor * 10)
+	if err != nil {
+		return err
+	}
+	t.add("floor", "loopback TCP round trip", stats(rtt), "")
+	t.add("floor", "ed25519 verify", fmt.Sprintf("%.1f µs", us(verify(n.floor*10))), "")
+
+	step("building realmsync")
+	bin, err := buildRealmsync(tmp)
+	if err != nil {
+		return err
+	}
+	var ds []*daemon
+	defer func() {
+		for _, d := range ds {
+			d.stop()
+		}
+	}()
+	for _, name := range []string{"a", "b"} {
+		dir := filepath.Join(tmp, name)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
+		d, err := startDaemon(bin, dir, name)
+		if err != nil {
+			return err
+		}
+		ds = append(ds, d)
+	}
+	a, b := ds[0], ds[1]
+	realm, err := shareRealm(a, b)
+	if err != nil {
+		return err
+	}
+
+	step("durable writes through the API")
+	for _, w := range []struct{ writers, n int }{{1, n.write1}, {32, n.write32}} {
+		lat, took, err := durableWrites(a, realm, w.n, w.writers)
+		if err != nil {
+			return err
+		}
+		t.add("1. durable write", fmt.Sprintf("realmsync, API to acknowledgement, %d writer(s)", w.writers),
+			stats(lat), fmt.Sprintf("%.0f ops/s", float64(w.n)/took.Seconds()))
+	}
+
+	step("a write on a seen on b, at 100 ops/s")
+	live, delivered, err := liveLatency(a, b, realm, n.live, 100)
+	if err != nil {
+		return err
+	}
+	t.add("2. write on A seen on B", "realmsync, API on A to the event on B's stream", stats(live),
+		fmt.Sprintf("%d of %d delivered", delivered, n.live))
+	raw, err := rawGossip(n.live, 100, opSize)
+	if err != nil {
+		return err
+	}
+	t.add("2. write on A seen on B", fmt.Sprintf("raw gossipsub, %d-byte payloads", opSize), stats(raw),
+		fmt.Sprintf("realmsync p50 is %.1f× this (target ≤ 1.5×)", ratio(live, raw)))
+
+	report := t.markdown(mode)
+	fmt.Print(report)
+	if out != "" {
+		return os.WriteFile(out, []byte(report), 0o644)
+	}
+	return nil
+}
+
+// row is one line of the results.
+type row struct{ group, what, value, note string }
+
+type table struct{ rows []row }
+
+func (t *table) add(group, what, value, note string) {
+	t.rows = append(t.rows, row{group, what, value, note})
+}
+
+func (t *table) markdown(mode string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# realmsync benchmarks\n\n")
+	fmt.Fprintf(&b, "- date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "- machine: %d cores, %s, %s/%s, %s\n", runtime.NumCPU(), cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	cmd := "cd bench && go run ."
+	if mode == "full" {
+		cmd += " -full"
+	}
+	fmt.Fprintf(&b, "- command: `%s` (%s mode)\n\n", cmd, mode)
+	fmt.Fprintf(&b, "| row | what | latency | note |\n|---|---|---|---|\n")
+	for _, r := range t.rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.group, r.what, r.value, r.note)
+	}
+	return b.String()
+}
+
+// cpuModel reads the processor's name, where Linux tells it.
+func cpuModel() string {
+	raw, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// stats sorts lat and gives its p50, p99 and max.
+func stats(lat []time.Duration) string {
+	if len(lat) == 0 {
+		return "no samples"
+	}
+	slices.Sort(lat)
+	return fmt.Sprintf("p50 %s, p99 %s, max %s", ms(pct(lat, 50)), ms(pct(lat, 99)), ms(lat[len(lat)-1]))
+}
+
+func pct(sorted []time.Duration, p int) time.Duration {
+	return sorted[min(len(sorted)-1, len(sorted)*p/100)]
+}
+
+func ratio(a, b []time.Duration) float64 {
+	slices.Sort(a)
+	slices.Sort(b)
+	return float64(pct(a, 50)) / float64(pct(b, 50))
+}
+
+func ms(d time.Duration) string  { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

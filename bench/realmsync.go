@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// realmsync runs as a user runs it: the realmsync binary, one process per
+// daemon, driven through its HTTP API.
+
+// buildRealmsync builds the daemon of the checkout this module sits in
+// (its parent directory) into dir.
+func buildRealmsync(dir string) (string, error) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		return "", err
+	}
+	if mod, err := os.ReadFile(filepath.Join(root, "go.mod")); err != nil ||
+		!strings.HasPrefix(string(mod), "module github.com/realmsync/realmsync\n") {
+		return "", fmt.Errorf("run the benchmarks from the bench directory of a realmsync checkout")
+	}
+	bin := filepath.Join(dir, "realmsync")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/realmsync")
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build realmsync: %w", err)
+	}
+	return bin, nil
+}
+
+// daemon is one realmsync daemon process.
+type daemon struct {
+	name  string
+	dir   string
+	base  string // http://127.0.0.1:port
+	token string
+	cmd   *exec.Cmd
+	http  *http.Client
+}
+
+// startDaemon starts a daemon with its own data dir and free ports, and
+// waits until its API answers.
+func startDaemon(bin, dir, name string) (*daemon, error) {
+	d := &daemon{name: name, dir: dir, http: &http.Client{Timeout: time.Minute}}
+	log, err := os.Create(filepath.Join(dir, "daemon.log"))
+	if err != nil {
+		return nil, err
+	}
+	d.cmd = exec.Command(bin, "daemon", "--data", dir, "--api", "127.0.0.1:0",
+		"--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--name", name, "--log-level", "warn")
+	d.cmd.Stderr = log
+	if err := d.cmd.Start(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		raw, err := os.ReadFile(filepath.Join(dir, "api.json"))
+		if err == nil {
+			var info struct{ Addr string }
+			if json.Unmarshal(raw, &info) == nil && info.Addr != "" {
+				d.base = "http://" + info.Addr
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			d.stop()
+			return nil, fmt.Errorf("%s: no api.json within a minute (see %s)", name, log.Name())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	token, err := os.ReadFile(filepath.Join(dir, "api-token"))
+	if err != nil {
+		d.stop()
+		return nil, err
+	}
+	d.token = strings.TrimSpace(string(token))
+	return d, nil
+}
+
+// stop stops the daemon as a user does, with SIGTERM.
+func (d *daemon) stop() {
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		d.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// call sends one API request; out, if not nil, receives the JSON answer.
+func (d *daemon) call(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		raw, _ := json.Marshal(in)
+		body = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, d.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s: %s %s: %s", d.name, method, path, raw)
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+// shareRealm creates a realm on a and lets b in with an invite, as the
+// README's walkthrough does; it returns the realm id once b can write.
+func shareRealm(a, b *daemon) (string, error) {
+	var realm struct{ ID string }
+	if err := a.call("POST", "/v1/realms", map[string]string{"name": "bench"}, &realm); err != nil {
+		return "", err
+	}
+	var inv struct{ Token string }
+	if err := a.call("POST", "/v1/realms/"+realm.ID+"/invites", map[string]string{"role": "writer"}, &inv); err != nil {
+		return "", err
+	}
+	if err := b.call("POST", "/v1/invites/accept", map[string]string{"token": inv.Token}, nil); err != nil {
+		return "", err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var r struct{ Role string }
+		if err := b.call("GET", "/v1/realms/"+realm.ID, nil, &r); err == nil && r.Role == "writer" {
+			return realm.ID, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("%s did not become a writer of the realm within a minute", b.name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// message is the body of a chat message of ordinary length.
+var message = map[string]string{"text": "a chat message of ordinary length, about this long"}
+
+// durableWrites posts n messages from the given number of concurrent
+// writers; each is timed from the request to its answer, which the
+// daemon gives once the message is on disk.
+func durableWrites(d *daemon, realm string, n, writers int) (lat []time.Duration, elapsed time.Duration, err error) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	next := make(chan struct{}, n)
+	for range n {
+		next <- struct{}{}
+	}
+	close(next)
+	start := time.Now()
+	for range writers {
+		wg.Go(func() {
+			for range next {
+				t0 := time.Now()
+				e := d.call("POST", "/v1/realms/"+realm+"/messages", message, nil)
+				took := time.Since(t0)
+				mu.Lock()
+				if e != nil && err == nil {
+					err = e
+				}
+				lat = append(lat, took)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return lat, time.Since(start), err
+}
+
+// liveLatency posts n messages on a at rate per second and times each
+// from the start of its request on a to its event on b's event stream.
+func liveLatency(a, b *daemon, realm string, n int, rate float64) (lat []time.Duration, delivered int, err error) {
+	req, _ := http.NewRequest("GET", b.base+"/v1/realms/"+realm+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	var mu sync.Mutex
+	arrived := make(map[string]time.Time)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		event := ""
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "event: "):
+				event = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: ") && event == "message":
+				now := time.Now()
+				var m struct{ ID string }
+				if json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &m) == nil {
+					mu.Lock()
+					arrived[m.ID] = now
+					mu.Unlock()
+				}
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // the stream is open
+
+	type sent struct {
+		id string
+		at time.Time
+	}
+	var all []sent
+	every := time.Duration(float64(time.Second) / rate)
+	next := time.Now()
+	for range n {
+		time.Sleep(time.Until(next))
+		next = next.Add(every)
+		t0 := time.Now()
+		var m struct{ ID string }
+		if err := a.call("POST", "/v1/realms/"+realm+"/messages", message, &m); err != nil {
+			return nil, 0, err
+		}
+		all = append(all, sent{m.ID, t0})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		delivered = 0
+		for _, s := range all {
+			if _, ok := arrived[s.id]; ok {
+				delivered++
+			}
+		}
+		mu.Unlock()
+		if delivered == n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range all {
+		if at, ok := arrived[s.id]; ok {
+			lat = append(lat, at.Sub(s.at))
+		}
+	}
+	return lat, delivered, nil
+}
