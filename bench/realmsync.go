@@ -53,7 +53,10 @@ type daemon struct {
 // startDaemon starts a daemon with its own data dir and free ports, and
 // waits until its API answers.
 func startDaemon(bin, dir, name string) (*daemon, error) {
-	d := &daemon{name: name, dir: dir, http: &http.Client{Timeout: time.Minute}}
+	// Keep a connection per writer: the default keeps two idle ones, and
+	// 32 writers would dial and close a connection per request.
+	d := &daemon{name: name, dir: dir, http: &http.Client{Timeout: time.Minute,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	log, err := os.Create(filepath.Join(dir, "daemon.log"))
 	if err != nil {
 		return nil, err
