@@ -21,7 +21,7 @@ func openCommand() *cobra.Command {
 				return err
 			}
 			printOnly, _ := cmd.Flags().GetBool("print")
-			opened := !printOnly && !jsonOut(cmd) && openBrowser(link.URL) == nil
+			opened := !printOnly && openBrowser(link.URL) == nil
 			show(cmd, raw, func(w io.Writer) {
 				if opened {
 					fmt.Fprintf(w, "opened %s in the browser (the link works once, for two minutes)\n", link.URL)
