@@ -7,8 +7,10 @@
 // Quick mode (the default) finishes in a minute or two; -full runs each
 // row longer. The rows so far: the machine's floors (fdatasync, a loopback
 // round trip, one ed25519 verify), realmsync's durable write through its
-// API from 1 and 32 writers, and a write on one daemon seen on another at
-// 100 ops/s, next to raw gossipsub carrying payloads of the same size.
+// API from 1 and 32 writers, a write on one daemon seen on another at 100
+// ops/s next to raw gossipsub carrying payloads of the same size, the
+// bytes on disk per message, and the memory and restart time of a daemon
+// holding many messages (1,000,000 in full mode).
 // It is a module of its own, so that the peers it runs never enter the
 // daemon's dependencies.
 package main
@@ -43,12 +45,12 @@ func main() {
 
 // sizes of each row, quick and full.
 type sizes struct {
-	floor, write1, write32, live int
+	floor, write1, write32, live, held int
 }
 
 var (
-	quick = sizes{floor: 200, write1: 300, write32: 3000, live: 300}
-	long  = sizes{floor: 2000, write1: 2000, write32: 30000, live: 2000}
+	quick = sizes{floor: 200, write1: 300, write32: 3000, live: 300, held: 30_000}
+	long  = sizes{floor: 2000, write1: 2000, write32: 30000, live: 2000, held: 1_000_000}
 )
 
 // opSize is the size of a chat message's op as realmsync writes it: the
@@ -134,6 +136,33 @@ func run(full bool, out string) error {
 	t.add("2. write on A seen on B", fmt.Sprintf("raw gossipsub, %d-byte payloads", opSize), stats(raw),
 		fmt.Sprintf("realmsync p50 is %.1f× this (target ≤ 1.5×)", ratio(live, raw)))
 
+	step(fmt.Sprintf("a daemon holding %d messages", n.held))
+	if err := fill(a, realm, n.held); err != nil {
+		return err
+	}
+	held := n.held + n.write1 + n.write32 + n.live
+	disk, err := diskBytes(a.dir)
+	if err != nil {
+		return err
+	}
+	t.add("5. bytes on disk", fmt.Sprintf("realmsync, data dir of a daemon holding %d messages", held),
+		fmt.Sprintf("%.0f bytes per message", float64(disk)/float64(held)), "pebble, before compactions settle")
+	rss, err := a.rss()
+	if err != nil {
+		return err
+	}
+	took, err := a.restart(bin, realm)
+	if err != nil {
+		return err
+	}
+	rssAfter, err := a.rss()
+	if err != nil {
+		return err
+	}
+	t.add("6. memory and restart", fmt.Sprintf("realmsync daemon holding %d messages", held),
+		fmt.Sprintf("restart to serving %s", ms(took)),
+		fmt.Sprintf("resident %.0f MiB while writing, %.0f MiB after the restart", float64(rss)/(1<<20), float64(rssAfter)/(1<<20)))
+
 	report := t.markdown(mode)
 	fmt.Print(report)
 	if out != "" {
@@ -199,6 +228,22 @@ func ratio(a, b []time.Duration) float64 {
 	slices.Sort(a)
 	slices.Sort(b)
 	return float64(pct(a, 50)) / float64(pct(b, 50))
+}
+
+// fill writes n messages into the realm as fast as 32 writers go,
+// saying how far it is every 100,000.
+func fill(d *daemon, realm string, n int) error {
+	for done := 0; done < n; {
+		chunk := min(100_000, n-done)
+		if _, _, err := durableWrites(d, realm, chunk, 32); err != nil {
+			return err
+		}
+		done += chunk
+		if n > 100_000 {
+			fmt.Fprintf(os.Stderr, "bench: %d of %d messages written\n", done, n)
+		}
+	}
+	return nil
 }
 
 func ms(d time.Duration) string  { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }

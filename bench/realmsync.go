@@ -271,3 +271,60 @@ func liveLatency(a, b *daemon, realm string, n int, rate float64) (lat []time.Du
 	}
 	return lat, delivered, nil
 }
+
+// rss is the resident memory of the daemon's process, from /proc.
+func (d *daemon) rss() (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				return 0, err
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", d.cmd.Process.Pid)
+}
+
+// diskBytes is the size of the files under dir.
+func diskBytes(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		info, err := e.Info()
+		if err == nil {
+			n += info.Size()
+		}
+		return err
+	})
+	return n, err
+}
+
+// restart stops the daemon and starts it again on the same data dir, and
+// returns how long it took from the start of the new process until the
+// API answered a read of the realm's messages.
+func (d *daemon) restart(bin, realm string) (time.Duration, error) {
+	d.stop()
+	os.Remove(filepath.Join(d.dir, "api.json"))
+	start := time.Now()
+	nd, err := startDaemon(bin, d.dir, d.name)
+	if err != nil {
+		return 0, err
+	}
+	*d = *nd
+	for {
+		if err := d.call("GET", "/v1/realms/"+realm+"/messages?limit=1", nil, nil); err == nil {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > time.Minute {
+			return 0, fmt.Errorf("%s: not serving a minute after a restart", d.name)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
