@@ -132,14 +132,18 @@ type gossipProc struct {
 	in   io.WriteCloser
 	out  *json.Decoder
 	addr string
+	dir  string // its data dir, if it has one
 }
 
-func startGossipPeer() (*gossipProc, error) {
+func startGossipPeer() (*gossipProc, error) { return startPeer("gossip-peer") }
+
+// startPeer runs this program again as a peer process: args name its mode.
+func startPeer(args ...string) (*gossipProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, "gossip-peer")
+	cmd := exec.Command(exe, args...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

@@ -10,7 +10,9 @@
 // API from 1 and 32 writers, a write on one daemon seen on another at 100
 // ops/s next to raw gossipsub carrying payloads of the same size, the
 // bytes on disk per message, and the memory and restart time of a daemon
-// holding many messages (1,000,000 in full mode).
+// holding many messages (1,000,000 in full mode); and go-ds-crdt doing
+// the same writes as key-value puts, with the same write seen on a second
+// peer.
 // It is a module of its own, so that the peers it runs never enter the
 // daemon's dependencies.
 package main
@@ -30,6 +32,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "gossip-peer" {
 		if err := gossipPeer(); err != nil {
 			fmt.Fprintln(os.Stderr, "gossip peer:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 2 && os.Args[1] == "crdt-peer" {
+		if err := crdtPeer(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "go-ds-crdt peer:", err)
 			os.Exit(1)
 		}
 		return
@@ -136,6 +145,11 @@ func run(full bool, out string) error {
 	t.add("2. write on A seen on B", fmt.Sprintf("raw gossipsub, %d-byte payloads", opSize), stats(raw),
 		fmt.Sprintf("realmsync p50 is %.1f× this (target ≤ 1.5×)", ratio(live, raw)))
 
+	step("go-ds-crdt: the same writes, and the same write seen on another peer")
+	if err := crdtRows(&t, tmp, n); err != nil {
+		return fmt.Errorf("go-ds-crdt: %w", err)
+	}
+
 	step(fmt.Sprintf("a daemon holding %d messages", n.held))
 	if err := fill(a, realm, n.held); err != nil {
 		return err
@@ -228,6 +242,83 @@ func ratio(a, b []time.Duration) float64 {
 	slices.Sort(a)
 	slices.Sort(b)
 	return float64(pct(a, 50)) / float64(pct(b, 50))
+}
+
+// crdtRows runs two go-ds-crdt peers as processes and adds the rows they
+// share with realmsync.
+func crdtRows(t *table, tmp string, n sizes) error {
+	var peers []*gossipProc
+	defer func() {
+		for _, p := range peers {
+			p.stop()
+		}
+	}()
+	for _, name := range []string{"crdt-a", "crdt-b"} {
+		dir := filepath.Join(tmp, name)
+		p, err := startPeer("crdt-peer", dir)
+		if err != nil {
+			return err
+		}
+		p.dir = dir
+		peers = append(peers, p)
+	}
+	a, b := peers[0], peers[1]
+	if err := b.do(map[string]any{"op": "connect", "addr": a.addr}, nil); err != nil {
+		return err
+	}
+	for _, w := range []struct{ writers, n int }{{1, n.write1}, {32, n.write32}} {
+		var rep struct {
+			Lat     []float64
+			Elapsed float64
+		}
+		if err := a.do(map[string]any{"op": "burst", "n": w.n, "writers": w.writers, "size": opSize, "prefix": fmt.Sprint("w", w.writers)}, &rep); err != nil {
+			return err
+		}
+		t.add("1. durable write", fmt.Sprintf("go-ds-crdt, Put to return in its process (synced pebble), %d writer(s)", w.writers),
+			stats(durations(rep.Lat)), fmt.Sprintf("%.0f ops/s", float64(w.n)/rep.Elapsed))
+	}
+	// The paced row starts once b holds what the bursts wrote.
+	var count struct{ N int }
+	for want, deadline := n.write1+n.write32, time.Now().Add(2*time.Minute); count.N < want; {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the second peer holds %d of %d keys after two minutes", count.N, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if err := b.do(map[string]any{"op": "count"}, &count); err != nil {
+			return err
+		}
+	}
+	b.do(map[string]any{"op": "report"}, nil) // forget what the bursts brought
+	if err := a.do(map[string]any{"op": "paced", "n": n.live, "rate": 100, "size": opSize, "prefix": "live"}, nil); err != nil {
+		return err
+	}
+	var rep struct{ Lat []float64 }
+	deadline := time.Now().Add(30 * time.Second)
+	var lat []time.Duration
+	for len(lat) < n.live && time.Now().Before(deadline) {
+		if err := b.do(map[string]any{"op": "report"}, &rep); err != nil {
+			return err
+		}
+		lat = append(lat, durations(rep.Lat)...)
+	}
+	t.add("2. write on A seen on B", "go-ds-crdt, Put on A to the put hook on B", stats(lat),
+		fmt.Sprintf("%d of %d delivered", len(lat), n.live))
+	disk, err := diskBytes(a.dir)
+	if err != nil {
+		return err
+	}
+	keys := n.write1 + n.write32 + n.live
+	t.add("5. bytes on disk", fmt.Sprintf("go-ds-crdt, data dir of a peer holding %d keys", keys),
+		fmt.Sprintf("%.0f bytes per key", float64(disk)/float64(keys)), fmt.Sprintf("values of %d bytes", opSize))
+	return nil
+}
+
+func durations(ms []float64) []time.Duration {
+	out := make([]time.Duration, len(ms))
+	for i, v := range ms {
+		out[i] = time.Duration(v * float64(time.Millisecond))
+	}
+	return out
 }
 
 // fill writes n messages into the realm as fast as 32 writers go,
