@@ -54,12 +54,12 @@ func main() {
 
 // sizes of each row, quick and full.
 type sizes struct {
-	floor, write1, write32, live, held int
+	floor, write1, write32, live, missed, held int
 }
 
 var (
-	quick = sizes{floor: 200, write1: 300, write32: 3000, live: 300, held: 30_000}
-	long  = sizes{floor: 2000, write1: 2000, write32: 30000, live: 2000, held: 1_000_000}
+	quick = sizes{floor: 200, write1: 300, write32: 3000, live: 300, missed: 1000, held: 30_000}
+	long  = sizes{floor: 2000, write1: 2000, write32: 30000, live: 2000, missed: 100_000, held: 1_000_000}
 )
 
 // opSize is the size of a chat message's op as realmsync writes it: the
@@ -145,8 +145,17 @@ func run(full bool, out string) error {
 	t.add("2. write on A seen on B", fmt.Sprintf("raw gossipsub, %d-byte payloads", opSize), stats(raw),
 		fmt.Sprintf("realmsync p50 is %.1f× this (target ≤ 1.5×)", ratio(live, raw)))
 
-	step("go-ds-crdt: the same writes, and the same write seen on another peer")
-	if err := crdtRows(&t, tmp, n); err != nil {
+	step(fmt.Sprintf("realmsync: b misses %d messages and comes back", n.missed))
+	caught, wire, err := catchUp(bin, a, b, realm, n.missed)
+	if err != nil {
+		return err
+	}
+	t.add("4. catch-up", fmt.Sprintf("realmsync, a daemon that missed %d messages starts again", n.missed),
+		fmt.Sprintf("%s to the same message count", ms(caught)),
+		fmt.Sprintf("%.0f bytes on loopback per message", float64(wire)/float64(n.missed)))
+
+	step("go-ds-crdt: the same writes, the same write seen on another peer, the same catch-up")
+	if err := crdtRows(&t, tmp, n, caught); err != nil {
 		return fmt.Errorf("go-ds-crdt: %w", err)
 	}
 
@@ -154,7 +163,7 @@ func run(full bool, out string) error {
 	if err := fill(a, realm, n.held); err != nil {
 		return err
 	}
-	held := n.held + n.write1 + n.write32 + n.live
+	held := n.held + n.write1 + n.write32 + n.live + n.missed
 	disk, err := diskBytes(a.dir)
 	if err != nil {
 		return err
@@ -246,7 +255,7 @@ func ratio(a, b []time.Duration) float64 {
 
 // crdtRows runs two go-ds-crdt peers as processes and adds the rows they
 // share with realmsync.
-func crdtRows(t *table, tmp string, n sizes) error {
+func crdtRows(t *table, tmp string, n sizes, ours time.Duration) error {
 	var peers []*gossipProc
 	defer func() {
 		for _, p := range peers {
@@ -303,11 +312,45 @@ func crdtRows(t *table, tmp string, n sizes) error {
 	}
 	t.add("2. write on A seen on B", "go-ds-crdt, Put on A to the put hook on B", stats(lat),
 		fmt.Sprintf("%d of %d delivered", len(lat), n.live))
+	// Catch-up: b stops, a writes, b starts again and dials a.
+	b.stop()
+	if err := a.do(map[string]any{"op": "burst", "n": n.missed, "writers": 1, "size": opSize, "prefix": "missed"}, nil); err != nil {
+		return err
+	}
+	var want struct{ N int }
+	if err := a.do(map[string]any{"op": "count"}, &want); err != nil {
+		return err
+	}
+	wire0 := loopbackBytes()
+	start := time.Now()
+	nb, err := startPeer("crdt-peer", b.dir)
+	if err != nil {
+		return err
+	}
+	nb.dir, peers[1], b = b.dir, nb, nb
+	if err := b.do(map[string]any{"op": "connect", "addr": a.addr}, nil); err != nil {
+		return err
+	}
+	for count.N = 0; count.N < want.N; {
+		if time.Since(start) > 10*time.Minute {
+			return fmt.Errorf("catch-up: the second peer holds %d of %d keys after ten minutes", count.N, want.N)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if err := b.do(map[string]any{"op": "count"}, &count); err != nil {
+			return err
+		}
+	}
+	took := time.Since(start)
+	t.add("4. catch-up", fmt.Sprintf("go-ds-crdt, a peer that missed %d keys starts again", n.missed),
+		fmt.Sprintf("%s to the same key count", ms(took)),
+		fmt.Sprintf("%.0f bytes on loopback per key; realmsync is %.0f× faster (target ≥ 10×)",
+			float64(loopbackBytes()-wire0)/float64(n.missed), float64(took)/float64(ours)))
+
 	disk, err := diskBytes(a.dir)
 	if err != nil {
 		return err
 	}
-	keys := n.write1 + n.write32 + n.live
+	keys := n.write1 + n.write32 + n.live + n.missed
 	t.add("5. bytes on disk", fmt.Sprintf("go-ds-crdt, data dir of a peer holding %d keys", keys),
 		fmt.Sprintf("%.0f bytes per key", float64(disk)/float64(keys)), fmt.Sprintf("values of %d bytes", opSize))
 	return nil
