@@ -166,9 +166,12 @@ function addRealm(r) {
     return;
   }
   const hadRole = have.realm.role;
+  const shown = have.realm.messages || 0;
   have.realm = r;
   if (hadRole && !r.role) markLost(r.id);
   else if (state.current === r.id) {
+    // A message may have come live while this answer was on its way.
+    r.messages = Math.max(r.messages, shown);
     markSeen(r.id, r.messages);
     showRoomHead(have);
   }
@@ -271,9 +274,17 @@ async function loadMessages(id) {
   scrollDown();
 }
 
-function showMessage(m) {
+// showMessage adds a message to the realm on screen. A live one (sent
+// here, or come by the event stream) also counts as read there, so that
+// the realm's unread count starts from it when the page turns elsewhere.
+function showMessage(m, live) {
   if (state.seen.has(m.id)) return;
   state.seen.add(m.id);
+  const entry = state.realms.get(state.current);
+  if (live && entry) {
+    entry.realm.messages = (entry.realm.messages || 0) + 1;
+    markSeen(state.current, entry.realm.messages);
+  }
   const mine = m.author === state.me;
   $('messages').append(el('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id },
     el('div', { class: 'meta' },
@@ -299,7 +310,7 @@ async function send(ev) {
     const m = await api('POST', `/v1/realms/${id}/messages`, { text });
     $('text').value = '';
     if (state.current === id) {
-      showMessage(m);
+      showMessage(m, true);
       scrollDown();
     }
   } catch (e) {
@@ -322,11 +333,7 @@ function listen(id) {
     const m = JSON.parse(ev.data);
     const list = $('messages');
     const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-    if (!state.seen.has(m.id)) {
-      entry.realm.messages = (entry.realm.messages || 0) + 1;
-      markSeen(id, entry.realm.messages);
-    }
-    showMessage(m);
+    showMessage(m, true);
     if (atEnd || m.author === state.me) scrollDown();
   });
   es.addEventListener('member', (ev) => {
