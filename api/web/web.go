@@ -25,10 +25,11 @@ var files = map[string]string{
 	"/app.css": "static/app.css",
 }
 
-// Policy is the page's Content-Security-Policy. Images may also be blobs
-// (a photo of a QR code shown before it is sent) and data: URLs.
-const Policy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; " +
-	"connect-src 'self'; media-src 'self' blob:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+// Policy is the page's Content-Security-Policy: everything from the page's
+// own origin, nothing inline. (The camera's picture reaches the page as a
+// stream object, not by a URL, so it needs no source of its own.)
+const Policy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+	"connect-src 'self'; media-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
 // Paths returns the paths the page is served at, sorted.
 func Paths() []string {
