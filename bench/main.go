@@ -127,6 +127,7 @@ func run(full bool, out string) error {
 		if err != nil {
 			return err
 		}
+		t.note(fmt.Sprint("rs-write", w.writers), float64(w.n)/took.Seconds())
 		t.add("1. durable write", fmt.Sprintf("realmsync, API to acknowledgement, %d writer(s)", w.writers),
 			stats(lat), fmt.Sprintf("%.0f ops/s", float64(w.n)/took.Seconds()))
 	}
@@ -136,12 +137,14 @@ func run(full bool, out string) error {
 	if err != nil {
 		return err
 	}
+	t.note("rs-live", p50ms(live))
 	t.add("2. write on A seen on B", "realmsync, API on A to the event on B's stream", stats(live),
 		fmt.Sprintf("%d of %d delivered", delivered, n.live))
 	raw, err := rawGossip(n.live, 100, opSize)
 	if err != nil {
 		return err
 	}
+	t.note("raw-live", p50ms(raw))
 	t.add("2. write on A seen on B", fmt.Sprintf("raw gossipsub, %d-byte payloads", opSize), stats(raw),
 		fmt.Sprintf("realmsync p50 is %.1f× this (target ≤ 1.5×)", ratio(live, raw)))
 
@@ -150,6 +153,7 @@ func run(full bool, out string) error {
 	if err != nil {
 		return err
 	}
+	t.note("rs-catchup", float64(caught)/float64(time.Millisecond))
 	t.add("4. catch-up", fmt.Sprintf("realmsync, a daemon that missed %d messages starts again", n.missed),
 		fmt.Sprintf("%s to the same message count", ms(caught)),
 		fmt.Sprintf("%.0f bytes on loopback per message", float64(wire)/float64(n.missed)))
@@ -168,6 +172,7 @@ func run(full bool, out string) error {
 	if err != nil {
 		return err
 	}
+	t.note("rs-disk", float64(disk)/float64(held))
 	t.add("5. bytes on disk", fmt.Sprintf("realmsync, data dir of a daemon holding %d messages", held),
 		fmt.Sprintf("%.0f bytes per message", float64(disk)/float64(held)), "pebble, before compactions settle")
 	rss, err := a.rss()
@@ -197,7 +202,51 @@ func run(full bool, out string) error {
 // row is one line of the results.
 type row struct{ group, what, value, note string }
 
-type table struct{ rows []row }
+type table struct {
+	rows []row
+	fig  map[string]float64 // figures the targets compare, by name
+}
+
+// note records a figure that a target compares.
+func (t *table) note(name string, v float64) {
+	if t.fig == nil {
+		t.fig = make(map[string]float64)
+	}
+	t.fig[name] = v
+}
+
+// verdicts says, for each target the figures allow, whether it is met.
+func (t *table) verdicts() []string {
+	var out []string
+	judge := func(what string, ok bool, detail string) {
+		word := "met"
+		if !ok {
+			word = "MISSED"
+		}
+		out = append(out, fmt.Sprintf("- %s: %s (%s)", what, word, detail))
+	}
+	ahead := func(what, ours, theirs string, higherBetter bool, unit string) {
+		a, okA := t.fig[ours]
+		b, okB := t.fig[theirs]
+		if !okA || !okB {
+			return
+		}
+		judge("realmsync ahead of go-ds-crdt: "+what, (a > b) == higherBetter && a != b,
+			fmt.Sprintf("%.4g against %.4g %s", a, b, unit))
+	}
+	ahead("durable writes, 1 writer", "rs-write1", "crdt-write1", true, "ops/s")
+	ahead("durable writes, 32 writers", "rs-write32", "crdt-write32", true, "ops/s")
+	ahead("write on A seen on B, p50", "rs-live", "crdt-live", false, "ms")
+	ahead("catch-up", "rs-catchup", "crdt-catchup", false, "ms")
+	ahead("bytes on disk", "rs-disk", "crdt-disk", false, "bytes per message or key")
+	if a, b := t.fig["rs-catchup"], t.fig["crdt-catchup"]; a > 0 && b > 0 {
+		judge("catch-up ≥ 10× faster than go-ds-crdt's", b/a >= 10, fmt.Sprintf("%.0f×", b/a))
+	}
+	if a, b := t.fig["rs-live"], t.fig["raw-live"]; a > 0 && b > 0 {
+		judge("live latency p50 within 1.5× of raw gossipsub's", a/b <= 1.5, fmt.Sprintf("%.1f×", a/b))
+	}
+	return out
+}
 
 func (t *table) add(group, what, value, note string) {
 	t.rows = append(t.rows, row{group, what, value, note})
@@ -216,6 +265,9 @@ func (t *table) markdown(mode string) string {
 	fmt.Fprintf(&b, "| row | what | latency | note |\n|---|---|---|---|\n")
 	for _, r := range t.rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.group, r.what, r.value, r.note)
+	}
+	if v := t.verdicts(); len(v) > 0 {
+		fmt.Fprintf(&b, "\nTargets:\n\n%s\n", strings.Join(v, "\n"))
 	}
 	return b.String()
 }
@@ -245,6 +297,15 @@ func stats(lat []time.Duration) string {
 
 func pct(sorted []time.Duration, p int) time.Duration {
 	return sorted[min(len(sorted)-1, len(sorted)*p/100)]
+}
+
+// p50ms is the median of lat in milliseconds.
+func p50ms(lat []time.Duration) float64 {
+	if len(lat) == 0 {
+		return 0
+	}
+	slices.Sort(lat)
+	return float64(pct(lat, 50)) / float64(time.Millisecond)
 }
 
 func ratio(a, b []time.Duration) float64 {
@@ -283,6 +344,7 @@ func crdtRows(t *table, tmp string, n sizes, ours time.Duration) error {
 		if err := a.do(map[string]any{"op": "burst", "n": w.n, "writers": w.writers, "size": opSize, "prefix": fmt.Sprint("w", w.writers)}, &rep); err != nil {
 			return err
 		}
+		t.note(fmt.Sprint("crdt-write", w.writers), float64(w.n)/rep.Elapsed)
 		t.add("1. durable write", fmt.Sprintf("go-ds-crdt, Put to return in its process (synced pebble), %d writer(s)", w.writers),
 			stats(durations(rep.Lat)), fmt.Sprintf("%.0f ops/s", float64(w.n)/rep.Elapsed))
 	}
@@ -310,6 +372,7 @@ func crdtRows(t *table, tmp string, n sizes, ours time.Duration) error {
 		}
 		lat = append(lat, durations(rep.Lat)...)
 	}
+	t.note("crdt-live", p50ms(lat))
 	t.add("2. write on A seen on B", "go-ds-crdt, Put on A to the put hook on B", stats(lat),
 		fmt.Sprintf("%d of %d delivered", len(lat), n.live))
 	// Catch-up: b stops, a writes, b starts again and dials a.
@@ -341,6 +404,7 @@ func crdtRows(t *table, tmp string, n sizes, ours time.Duration) error {
 		}
 	}
 	took := time.Since(start)
+	t.note("crdt-catchup", float64(took)/float64(time.Millisecond))
 	t.add("4. catch-up", fmt.Sprintf("go-ds-crdt, a peer that missed %d keys starts again", n.missed),
 		fmt.Sprintf("%s to the same key count", ms(took)),
 		fmt.Sprintf("%.0f bytes on loopback per key; realmsync is %.0f× faster (target ≥ 10×)",
@@ -351,6 +415,7 @@ func crdtRows(t *table, tmp string, n sizes, ours time.Duration) error {
 		return err
 	}
 	keys := n.write1 + n.write32 + n.live + n.missed
+	t.note("crdt-disk", float64(disk)/float64(keys))
 	t.add("5. bytes on disk", fmt.Sprintf("go-ds-crdt, data dir of a peer holding %d keys", keys),
 		fmt.Sprintf("%.0f bytes per key", float64(disk)/float64(keys)), fmt.Sprintf("values of %d bytes", opSize))
 	return nil
