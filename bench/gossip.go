@@ -126,8 +126,8 @@ func gossipPeer() error {
 	return sc.Err()
 }
 
-// gossipProc is a gossip peer process.
-type gossipProc struct {
+// peerProc is a peer process: a gossip peer or a go-ds-crdt peer.
+type peerProc struct {
 	cmd  *exec.Cmd
 	in   io.WriteCloser
 	out  *json.Decoder
@@ -135,10 +135,10 @@ type gossipProc struct {
 	dir  string // its data dir, if it has one
 }
 
-func startGossipPeer() (*gossipProc, error) { return startPeer("gossip-peer") }
+func startGossipPeer() (*peerProc, error) { return startPeer("gossip-peer") }
 
 // startPeer runs this program again as a peer process: args name its mode.
-func startPeer(args ...string) (*gossipProc, error) {
+func startPeer(args ...string) (*peerProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -156,7 +156,7 @@ func startPeer(args ...string) (*gossipProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &gossipProc{cmd: cmd, in: in, out: json.NewDecoder(stdout)}
+	p := &peerProc{cmd: cmd, in: in, out: json.NewDecoder(stdout)}
 	var hello struct{ Addr string }
 	if err := p.out.Decode(&hello); err != nil {
 		p.stop()
@@ -166,7 +166,7 @@ func startPeer(args ...string) (*gossipProc, error) {
 	return p, nil
 }
 
-func (p *gossipProc) do(cmd map[string]any, answer any) error {
+func (p *peerProc) do(cmd map[string]any, answer any) error {
 	raw, _ := json.Marshal(cmd)
 	if _, err := fmt.Fprintf(p.in, "%s\n", raw); err != nil {
 		return err
@@ -177,7 +177,7 @@ func (p *gossipProc) do(cmd map[string]any, answer any) error {
 	return p.out.Decode(answer)
 }
 
-func (p *gossipProc) stop() {
+func (p *peerProc) stop() {
 	p.in.Close()
 	done := make(chan struct{})
 	go func() { p.cmd.Wait(); close(done) }()

@@ -317,7 +317,7 @@ func ratio(a, b []time.Duration) float64 {
 // crdtRows runs two go-ds-crdt peers as processes and adds the rows they
 // share with realmsync.
 func crdtRows(t *table, tmp string, n sizes, ours time.Duration) error {
-	var peers []*gossipProc
+	var peers []*peerProc
 	defer func() {
 		for _, p := range peers {
 			p.stop()
