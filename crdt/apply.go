@@ -45,32 +45,26 @@ func (r *Realm) store(b *Batch, op *Op, res *Result) error {
 	// that creates it unless another op touched it first, and each such
 	// op leaves a mark. Without a mark, the creating op writes without
 	// reading: most ops are new messages, and their lookups would miss.
-	fresh := !r.earlyAll && key.namedBy(st)
-	if fresh && r.early[key] {
-		fresh = false
+	// Once the creating op is stored, the mark has done its work.
+	creator := key.namedBy(st)
+	fresh := creator && !r.earlyAll && !r.early[key]
+	if creator && r.early[key] {
 		delete(r.early, key)
 		b.del(r.keys.early(key))
 	}
-	if !r.acl.dataValid(op.Author, op.Seq, r.frozen) {
-		if !fresh && key.engineNamed() && !r.early[key] {
-			// Revalidation may bring it in before its creator comes.
-			if old, err := r.object(v, key); err != nil {
-				return err
-			} else if old == nil {
-				r.markEarly(b, key)
-			}
-		}
-		return nil // stored without effect; revalidate brings it in if that changes
-	}
+	valid := r.acl.dataValid(op.Author, op.Seq, r.frozen)
 	var old *Object
 	var err error
-	if !fresh {
+	if !fresh && (valid || !creator && key.engineNamed() && !r.early[key]) {
 		if old, err = r.object(v, key); err != nil {
 			return err
 		}
-		if old == nil {
-			r.markEarly(b, key)
+		if old == nil && !creator {
+			r.markEarly(b, key) // revalidation too may bring it in before its creator
 		}
+	}
+	if !valid {
+		return nil // stored without effect; revalidate brings it in if that changes
 	}
 	var obj *Object
 	switch {
