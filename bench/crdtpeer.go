@@ -22,8 +22,6 @@ import (
 	pebbleds "github.com/ipfs/go-ds-pebble"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/multiformats/go-multiaddr"
 )
 
 // go-ds-crdt, the Merkle-CRDT key-value store, set up as its users set it
@@ -102,15 +100,7 @@ func crdtPeer(dir string) error {
 		}
 		switch cmd.Op {
 		case "connect":
-			ma, err := multiaddr.NewMultiaddr(cmd.Addr)
-			if err != nil {
-				return err
-			}
-			info, err := peer.AddrInfoFromP2pAddr(ma)
-			if err != nil {
-				return err
-			}
-			if err := h.Connect(ctx, *info); err != nil {
+			if err := dial(ctx, h, cmd.Addr); err != nil {
 				return err
 			}
 			for len(ps.ListPeers("bench-crdt")) == 0 {

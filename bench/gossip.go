@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 )
@@ -88,15 +89,7 @@ func gossipPeer() error {
 		}
 		switch cmd.Op {
 		case "connect":
-			ma, err := multiaddr.NewMultiaddr(cmd.Addr)
-			if err != nil {
-				return err
-			}
-			info, err := peer.AddrInfoFromP2pAddr(ma)
-			if err != nil {
-				return err
-			}
-			if err := h.Connect(ctx, *info); err != nil {
+			if err := dial(ctx, h, cmd.Addr); err != nil {
 				return err
 			}
 			for len(topic.ListPeers()) == 0 {
@@ -124,6 +117,19 @@ func gossipPeer() error {
 		}
 	}
 	return sc.Err()
+}
+
+// dial connects h to the peer at addr, a multiaddr ending in /p2p/<id>.
+func dial(ctx context.Context, h host.Host, addr string) error {
+	ma, err := multiaddr.NewMultiaddr(addr)
+	if err != nil {
+		return err
+	}
+	info, err := peer.AddrInfoFromP2pAddr(ma)
+	if err != nil {
+		return err
+	}
+	return h.Connect(ctx, *info)
 }
 
 // peerProc is a peer process: a gossip peer or a go-ds-crdt peer.
