@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -30,9 +27,7 @@ import (
 // and the same pebble datastore realmsync uses, with synced writes so
 // that a Put is as durable as a realmsync write when it returns.
 
-// crdtPeer is the main of a go-ds-crdt peer process, driven like a
-// gossip peer: commands on stdin, answers on stdout, one JSON object a
-// line.
+// crdtPeer is the main of a go-ds-crdt peer process (see serve).
 func crdtPeer(dir string) error {
 	ctx := context.Background()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
@@ -74,102 +69,52 @@ func crdtPeer(dir string) error {
 	}
 	defer store2.Close()
 
-	out := json.NewEncoder(os.Stdout)
-	out.Encode(map[string]any{"addr": fmt.Sprintf("%s/p2p/%s", h.Addrs()[0], h.ID())})
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		var cmd struct {
-			Op      string
-			Addr    string
-			N       int
-			Rate    float64
-			Writers int
-			Size    int
-			Prefix  string
+	put := func(cmd command, i int, timed bool) error {
+		v := make([]byte, max(cmd.Size, 16))
+		binary.BigEndian.PutUint64(v, uint64(time.Now().UnixNano()))
+		if timed {
+			v[8] = 'R'
 		}
-		if err := json.Unmarshal(sc.Bytes(), &cmd); err != nil {
-			return err
-		}
-		put := func(i int, timed bool) error {
-			v := make([]byte, max(cmd.Size, 16))
-			binary.BigEndian.PutUint64(v, uint64(time.Now().UnixNano()))
-			if timed {
-				v[8] = 'R'
-			}
-			return store2.Put(ctx, ds.NewKey(fmt.Sprintf("/%s/%d", cmd.Prefix, i)), v)
-		}
+		return store2.Put(ctx, ds.NewKey(fmt.Sprintf("/%s/%d", cmd.Prefix, i)), v)
+	}
+	return serve(hostAddr(h), func(cmd command) (any, error) {
 		switch cmd.Op {
 		case "connect":
-			if err := dial(ctx, h, cmd.Addr); err != nil {
-				return err
-			}
-			for len(ps.ListPeers("bench-crdt")) == 0 {
-				time.Sleep(10 * time.Millisecond)
-			}
-			time.Sleep(1500 * time.Millisecond) // a heartbeat: the mesh forms
-			out.Encode(map[string]any{})
+			return nil, join(ctx, h, cmd.Addr, func() int { return len(ps.ListPeers("bench-crdt")) })
 		case "paced": // n timed puts at rate per second
-			every := time.Duration(float64(time.Second) / cmd.Rate)
-			next := time.Now()
-			for i := range cmd.N {
-				time.Sleep(time.Until(next))
-				next = next.Add(every)
-				if err := put(i, true); err != nil {
-					return err
-				}
-			}
-			out.Encode(map[string]any{})
+			return nil, paced(cmd.N, cmd.Rate, func(i int) error { return put(cmd, i, true) })
 		case "burst": // n puts from concurrent writers, each timed
-			var wg sync.WaitGroup
-			var lmu sync.Mutex
-			var took []float64
-			jobs := make(chan int, cmd.N)
-			for i := range cmd.N {
-				jobs <- i
+			took, elapsed, err := concurrently(cmd.N, cmd.Writers, func(i int) error { return put(cmd, i, false) })
+			if err != nil {
+				return nil, err
 			}
-			close(jobs)
-			start := time.Now()
-			var perr error
-			for range max(cmd.Writers, 1) {
-				wg.Go(func() {
-					for i := range jobs {
-						t0 := time.Now()
-						err := put(i, false)
-						lmu.Lock()
-						took = append(took, float64(time.Since(t0))/1e6)
-						if err != nil && perr == nil {
-							perr = err
-						}
-						lmu.Unlock()
-					}
-				})
+			ms := make([]float64, len(took))
+			for i, d := range took {
+				ms[i] = float64(d) / 1e6
 			}
-			wg.Wait()
-			if perr != nil {
-				return perr
-			}
-			out.Encode(map[string]any{"lat": took, "elapsed": time.Since(start).Seconds()})
+			return map[string]any{"lat": ms, "elapsed": elapsed.Seconds()}, nil
 		case "count": // how many keys the store holds
 			res, err := store2.Query(ctx, query.Query{KeysOnly: true})
 			if err != nil {
-				return err
+				return nil, err
 			}
+			defer res.Close()
 			n := 0
 			for r := range res.Next() {
 				if r.Error != nil {
-					return r.Error
+					return nil, r.Error
 				}
 				n++
 			}
-			res.Close()
-			out.Encode(map[string]any{"n": n})
+			return map[string]any{"n": n}, nil
 		case "report":
 			time.Sleep(time.Second) // stragglers
 			mu.Lock()
-			out.Encode(map[string]any{"lat": lat})
+			defer mu.Unlock()
+			answer := map[string]any{"lat": lat}
 			lat = nil
-			mu.Unlock()
+			return answer, nil
 		}
-	}
-	return sc.Err()
+		return nil, fmt.Errorf("unknown command %q", cmd.Op)
+	})
 }

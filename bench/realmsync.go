@@ -168,32 +168,10 @@ var message = map[string]string{"text": "a chat message of ordinary length, abou
 // durableWrites posts n messages from the given number of concurrent
 // writers; each is timed from the request to its answer, which the
 // daemon gives once the message is on disk.
-func durableWrites(d *daemon, realm string, n, writers int) (lat []time.Duration, elapsed time.Duration, err error) {
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	next := make(chan struct{}, n)
-	for range n {
-		next <- struct{}{}
-	}
-	close(next)
-	start := time.Now()
-	for range writers {
-		wg.Go(func() {
-			for range next {
-				t0 := time.Now()
-				e := d.call("POST", "/v1/realms/"+realm+"/messages", message, nil)
-				took := time.Since(t0)
-				mu.Lock()
-				if e != nil && err == nil {
-					err = e
-				}
-				lat = append(lat, took)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return lat, time.Since(start), err
+func durableWrites(d *daemon, realm string, n, writers int) ([]time.Duration, time.Duration, error) {
+	return concurrently(n, writers, func(int) error {
+		return d.call("POST", "/v1/realms/"+realm+"/messages", message, nil)
+	})
 }
 
 // liveLatency posts n messages on a at rate per second and times each
@@ -235,17 +213,15 @@ func liveLatency(a, b *daemon, realm string, n int, rate float64) (lat []time.Du
 		at time.Time
 	}
 	var all []sent
-	every := time.Duration(float64(time.Second) / rate)
-	next := time.Now()
-	for range n {
-		time.Sleep(time.Until(next))
-		next = next.Add(every)
+	err = paced(n, rate, func(int) error {
 		t0 := time.Now()
 		var m struct{ ID string }
-		if err := a.call("POST", "/v1/realms/"+realm+"/messages", message, &m); err != nil {
-			return nil, 0, err
-		}
+		err := a.call("POST", "/v1/realms/"+realm+"/messages", message, &m)
 		all = append(all, sent{m.ID, t0})
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -306,18 +282,26 @@ func diskBytes(dir string) (int64, error) {
 	return n, err
 }
 
+// startAgain starts a stopped daemon again on its data dir.
+func (d *daemon) startAgain(bin string) error {
+	os.Remove(filepath.Join(d.dir, "api.json")) // a stale one would name the old port
+	nd, err := startDaemon(bin, d.dir, d.name)
+	if err != nil {
+		return err
+	}
+	*d = *nd
+	return nil
+}
+
 // restart stops the daemon and starts it again on the same data dir, and
 // returns how long it took from the start of the new process until the
 // API answered a read of the realm's messages.
 func (d *daemon) restart(bin, realm string) (time.Duration, error) {
 	d.stop()
-	os.Remove(filepath.Join(d.dir, "api.json"))
 	start := time.Now()
-	nd, err := startDaemon(bin, d.dir, d.name)
-	if err != nil {
+	if err := d.startAgain(bin); err != nil {
 		return 0, err
 	}
-	*d = *nd
 	for {
 		if err := d.call("GET", "/v1/realms/"+realm+"/messages?limit=1", nil, nil); err == nil {
 			return time.Since(start), nil
@@ -334,7 +318,6 @@ func (d *daemon) restart(bin, realm string) (time.Duration, error) {
 // to a's message count, and the bytes that crossed the loopback meanwhile.
 func catchUp(bin string, a, b *daemon, realm string, n int) (time.Duration, int64, error) {
 	b.stop()
-	os.Remove(filepath.Join(b.dir, "api.json"))
 	if err := fill(a, realm, n); err != nil {
 		return 0, 0, err
 	}
@@ -344,11 +327,9 @@ func catchUp(bin string, a, b *daemon, realm string, n int) (time.Duration, int6
 	}
 	wire := loopbackBytes()
 	start := time.Now()
-	nb, err := startDaemon(bin, b.dir, b.name)
-	if err != nil {
+	if err := b.startAgain(bin); err != nil {
 		return 0, 0, err
 	}
-	*b = *nb
 	for {
 		var got struct{ Messages int }
 		if err := b.call("GET", "/v1/realms/"+realm, nil, &got); err == nil && got.Messages >= want.Messages {
