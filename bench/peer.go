@@ -179,14 +179,21 @@ func (p *peerProc) do(cmd map[string]any, answer any) error {
 	return p.out.Decode(answer)
 }
 
+// stop ends the peer's input, which ends the peer.
 func (p *peerProc) stop() {
 	p.in.Close()
+	waitOrKill(p.cmd, 5*time.Second)
+}
+
+// waitOrKill waits for a process that was asked to end, and kills it if
+// it has not after grace.
+func waitOrKill(cmd *exec.Cmd, grace time.Duration) {
 	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
+	go func() { cmd.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
-		p.cmd.Process.Kill()
+	case <-time.After(grace):
+		cmd.Process.Kill()
 		<-done
 	}
 }

@@ -95,14 +95,7 @@ func startDaemon(bin, dir, name string) (*daemon, error) {
 // stop stops the daemon as a user does, with SIGTERM.
 func (d *daemon) stop() {
 	d.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { d.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		d.cmd.Process.Kill()
-		<-done
-	}
+	waitOrKill(d.cmd, 20*time.Second)
 }
 
 // call sends one API request; out, if not nil, receives the JSON answer.
