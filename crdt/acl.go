@@ -35,7 +35,7 @@ type segment struct {
 }
 
 type offerState struct {
-	uses    int
+	used    map[PublicKey]bool // the members it admitted: its uses
 	revoked bool
 }
 
@@ -188,7 +188,7 @@ func (a *acl) effect(op *Op) (who PublicKey, from uint64, changed bool) {
 	case *RevokeOffer:
 		a.offer(b.Offer).revoked = true
 	case *Redeem:
-		a.offer(b.Offer).uses++
+		a.offer(b.Offer).used[b.Member] = true
 	case *Epoch:
 		if b.Number > a.epoch {
 			a.epoch, a.keys = b.Number, b.Keys
@@ -199,7 +199,7 @@ func (a *acl) effect(op *Op) (who PublicKey, from uint64, changed bool) {
 
 func (a *acl) grant(b *Grant, at Timestamp) {
 	if b.Offer != (OfferID{}) {
-		a.offer(b.Offer).uses++
+		a.offer(b.Offer).used[b.Member] = true
 	}
 	m := a.members[b.Member]
 	if m == nil {
@@ -236,7 +236,7 @@ func (a *acl) remove(who PublicKey, last uint64) bool {
 func (a *acl) offer(id OfferID) *offerState {
 	o := a.offers[id]
 	if o == nil {
-		o = &offerState{}
+		o = &offerState{used: make(map[PublicKey]bool)}
 		a.offers[id] = o
 	}
 	return o
@@ -310,7 +310,7 @@ func (a *acl) digest() Hash {
 	for _, id := range ids {
 		o := a.offers[id]
 		w.offer(id)
-		w.u32(uint32(o.uses))
+		w.u32(uint32(len(o.used)))
 		w.flag(o.revoked)
 	}
 	(&Epoch{Number: a.epoch, Keys: a.keys}).encode(&w)

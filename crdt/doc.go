@@ -91,7 +91,11 @@
 //   - Grant admits a member from FromSeq of its chain (1 for a newcomer;
 //     past the member's own head when it comes back, which the acceptance
 //     handshake tells the admin). Granting a current member changes no
-//     role, though an offer the grant names still counts the use.
+//     role.
+//   - An offer's uses are the distinct members that grants and
+//     redemptions naming it admitted: two admins that honour one
+//     invitee's acceptance at once (it presents to all that the offer
+//     names) use the offer once, not twice.
 //   - ChangeRole gives a new role from FromSeq on (never before the start of
 //     the member's current role).
 //   - Revoke names LastSeq, the last op of the member's chain that stays

@@ -244,11 +244,11 @@ func (r *Realm) Role(key PublicKey) Role {
 	return RoleNone
 }
 
-// Offer reports how many times an offer was redeemed and whether it was
-// revoked, as far as this replica knows.
+// Offer reports how many members an offer admitted (its uses) and whether
+// it was revoked, as far as this replica knows.
 func (r *Realm) Offer(id OfferID) (uses int, revoked bool) {
 	if o := r.acl.offers[id]; o != nil {
-		return o.uses, o.revoked
+		return len(o.used), o.revoked
 	}
 	return 0, false
 }

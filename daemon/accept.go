@@ -229,21 +229,42 @@ func (n *Node) honour(from peer.ID, raw []byte) *invite.Response {
 	now := n.cfg.Now()
 	grant := &crdt.Grant{Member: key, Role: o.Role, FromSeq: req.Head + 1, Name: req.Name, Offer: o.ID}
 	var meta crdt.Meta
+	role := o.Role
 	_, err = rp.writeIf(n.ctx, func(r *crdt.Realm) error {
 		meta = r.Meta()
-		return offerHolds(r, o, n.self, key, now)
+		if err := offerHolds(r, o, n.self, now); err != nil {
+			return err
+		}
+		if held := r.Role(key); held != crdt.RoleNone {
+			// Admitted already: the invitee presents an offer to every node
+			// it names at once, and another of them honoured it (the grant
+			// is here by gossip), or an earlier answer was lost on the way.
+			// It gets the answer it would have had, and no second grant.
+			role = held
+			return errAdmitted
+		}
+		if uses, _ := r.Offer(o.ID); uses >= int(o.MaxUses) {
+			return fmt.Errorf("%w: used %d of %d times", invite.ErrUsedUp, uses, o.MaxUses)
+		}
+		return nil
 	}, grant)
-	if err != nil {
+	if err != nil && !errors.Is(err, errAdmitted) {
 		return refuse(err)
 	}
-	n.log.Info("offer accepted", "realm", o.Realm, "peer", from, "offer", o.ID, "role", o.Role)
-	return &invite.Response{Realm: o.Realm, RealmName: meta.Name, Role: o.Role, Keys: rp.ring.all()}
+	n.log.Info("offer accepted", "realm", o.Realm, "peer", from, "offer", o.ID, "role", role,
+		"again", err != nil)
+	return &invite.Response{Realm: o.Realm, RealmName: meta.Name, Role: role, Keys: rp.ring.all()}
 }
 
-// offerHolds checks an offer against the realm's log, as the node self
-// that would honour it, for the member key, at now.
-func offerHolds(r *crdt.Realm, o *invite.Offer, self, key crdt.PublicKey, now time.Time) error {
-	uses, revoked := r.Offer(o.ID)
+// errAdmitted stops the grant of an offer to a peer that is a member.
+var errAdmitted = errors.New("admitted already")
+
+// offerHolds checks the offer itself against the realm's log, as the
+// node self that would honour it, at now: whether self may honour it,
+// and whether it is in date, not revoked, and within what its issuer
+// may grant. Uses and the invitee's membership are for the caller.
+func offerHolds(r *crdt.Realm, o *invite.Offer, self crdt.PublicKey, now time.Time) error {
+	_, revoked := r.Offer(o.ID)
 	issuer := r.Role(o.Issuer)
 	switch {
 	case r.Role(self) != crdt.RoleAdmin:
@@ -252,14 +273,10 @@ func offerHolds(r *crdt.Realm, o *invite.Offer, self, key crdt.PublicKey, now ti
 		return fmt.Errorf("%w: at %s", invite.ErrExpired, o.ExpiresAt.UTC().Format(time.RFC3339))
 	case revoked:
 		return invite.ErrRevoked
-	case uses >= int(o.MaxUses):
-		return fmt.Errorf("%w: used %d of %d times", invite.ErrUsedUp, uses, o.MaxUses)
 	case issuer != crdt.RoleAdmin:
 		return fmt.Errorf("%w: the issuer is a %s, not an admin", invite.ErrNotPermitted, issuer)
 	case o.Role > issuer:
 		return fmt.Errorf("%w: %s offered by a %s", invite.ErrNotPermitted, o.Role, issuer)
-	case r.Role(key) != crdt.RoleNone:
-		return invite.ErrAlreadyMember
 	}
 	return nil
 }

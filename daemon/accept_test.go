@@ -137,6 +137,42 @@ func TestOfferUsedUp(t *testing.T) {
 	}
 }
 
+// TestOfferPresentedAgain: an invitee presents a single-use offer to
+// every admin it names at once, so an admin can meet the request after
+// another admin's grant reached it by gossip. It answers as if it had
+// granted it (the invitee's role, the realm's keys) and writes nothing;
+// the offer stays used once, and refuses anybody else.
+func TestOfferPresentedAgain(t *testing.T) {
+	ctx := context.Background()
+	a, c, b, d := newTestNode(t, "a"), newTestNode(t, "c"), newTestNode(t, "b"), newTestNode(t, "d")
+	id := createRealm(t, a, "family")
+	joined(t, a, c, id, crdt.RoleAdmin)
+	o := offer(t, a, id, crdt.RoleWriter, 1)
+	if _, err := b.Accept(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, id, a, c, b)
+	before := digest(t, c, id)
+	req := (&invite.Request{Offer: o.Marshal(), Name: "b"}).Marshal()
+	for _, admin := range []*Node{a, c} {
+		resp := admin.honour(b.host.ID(), req)
+		if resp.Code != "" || resp.Role != crdt.RoleWriter || resp.Realm != id || len(resp.Keys) == 0 {
+			t.Fatalf("%s answered %+v, want b admitted as a writer with the realm's keys", admin.cfg.Name, resp)
+		}
+	}
+	if digest(t, c, id) != before || digest(t, a, id) != before {
+		t.Error("answering a member's request again wrote to the realm")
+	}
+	c.View(id, func(r *crdt.Realm) error {
+		if uses, _ := r.Offer(o.ID); uses != 1 {
+			t.Errorf("the offer counts %d uses, want 1", uses)
+		}
+		return nil
+	})
+	_, err := d.Accept(ctx, o)
+	refusedWith(t, err, invite.ErrUsedUp)
+}
+
 // TestOfferUsedAtOnce: two nodes present a single-use offer at the same
 // moment to the same node: one is admitted.
 func TestOfferUsedAtOnce(t *testing.T) {
