@@ -112,6 +112,11 @@ type Backend interface {
 	// Messages lists messages in the realm's order, after the message
 	// with id after ("" for the first), at most limit.
 	Messages(realm, after string, limit int) ([]Message, error)
+	// Arrived lists messages in the order they became visible on this
+	// node, after position since of that order, at most limit (those
+	// gone again are left out); it returns the position of the last one
+	// looked at. since math.MaxUint64 asks for the newest position only.
+	Arrived(realm string, since uint64, limit int) ([]Message, uint64, error)
 
 	// PutObject sets the fields named and leaves the others as they are.
 	PutObject(ctx context.Context, realm, collection, id string, fields map[string]json.RawMessage) (Object, error)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -95,6 +96,18 @@ func (f *fake) Messages(realm, after string, limit int) ([]Message, error) {
 		return nil, Errorf(http.StatusNotFound, CodeNotFound, "no message %q", after)
 	}
 	return out, nil
+}
+func (f *fake) Arrived(realm string, since uint64, limit int) ([]Message, uint64, error) {
+	if err := f.find(realm); err != nil {
+		return nil, 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if since == math.MaxUint64 || since >= uint64(len(f.messages)) {
+		return nil, uint64(len(f.messages)), nil
+	}
+	out := f.messages[since:min(len(f.messages), int(since)+limit)]
+	return slices.Clone(out), since + uint64(len(out)), nil
 }
 func (f *fake) PutObject(_ context.Context, realm, coll, id string, fields map[string]json.RawMessage) (Object, error) {
 	f.changed()
@@ -401,16 +414,24 @@ func TestEvents(t *testing.T) {
 	}()
 	ev := readEvents(t, resp.Body, 1)
 	resp.Body.Close()
-	if ev[0].event != "message" || ev[0].id != "m1" || !strings.Contains(ev[0].data, `"text":"live"`) {
+	if ev[0].event != "message" || ev[0].id != "@2" || !strings.Contains(ev[0].data, `"text":"live"`) {
 		t.Fatalf("first event: %+v (the message from before connecting must not come)", ev[0])
 	}
 	f.Send(context.Background(), "home", "away 1")
 	f.Send(context.Background(), "home", "away 2")
+	resp = open("@2")
+	ev = readEvents(t, resp.Body, 2)
+	resp.Body.Close()
+	if !strings.Contains(ev[0].data, `"away 1"`) || ev[0].id != "" || !strings.Contains(ev[1].data, `"away 2"`) || ev[1].id != "@4" {
+		t.Fatalf("resumed from a position: %+v", ev)
+	}
+	// A message id, as a client has after reading GET messages: the
+	// messages after it in the realm's order.
 	resp = open("m1")
 	defer resp.Body.Close()
 	ev = readEvents(t, resp.Body, 2)
-	if ev[0].id != "m2" || ev[1].id != "m3" {
-		t.Fatalf("resumed: %+v", ev)
+	if !strings.Contains(ev[0].data, `"id":"m2"`) || !strings.Contains(ev[1].data, `"id":"m3"`) {
+		t.Fatalf("resumed after a message: %+v", ev)
 	}
 	if r := c.do("GET", "/v1/realms/home/events", "", func(r *http.Request) { r.Header.Set("Last-Event-ID", "nope") }); r.status != 404 {
 		t.Errorf("resume after an unknown id = %d %s", r.status, r.body)

@@ -6,6 +6,8 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -15,9 +17,16 @@ const HeartbeatEvery = 15 * time.Second
 
 // events serves a realm's Server-Sent Events:
 //
-//   - "message": a new chat message (a Message); its event id is the
-//     message id, so a client that reconnects with Last-Event-ID gets
-//     every message after it, in the realm's order;
+//   - "message": a message that became visible on this node (a Message),
+//     in the order they did. That is not always the realm's order: a
+//     message written elsewhere can arrive after newer ones and sort
+//     before them (by sent_at, then id), and a client that shows the
+//     realm's order puts it in its place. A message event's id is its
+//     position in that order, "@" and a number, so that a client that
+//     reconnects with Last-Event-ID gets every message it missed. A
+//     Last-Event-ID that names a message instead (as after reading
+//     GET messages) gets the messages after it in the realm's order,
+//     then what arrives;
 //   - "member": the member list changed (the new list, as GET members);
 //   - "invite": the invites issued here changed (the new list);
 //   - "object": an object changed (an ObjectChange: its new state, or
@@ -30,21 +39,27 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return fmt.Errorf("events: the response cannot be flushed")
 	}
-	last := r.Header.Get("Last-Event-ID")
-	if last == "" {
-		// Start after the newest message there is now.
-		for after := ""; ; {
-			msgs, err := s.b.Messages(realm, after, MaxMessages)
-			if err != nil {
-				return err
-			}
-			if len(msgs) == 0 {
-				break
-			}
-			last, after = msgs[len(msgs)-1].ID, msgs[len(msgs)-1].ID
-		}
-	} else if _, err := s.b.Messages(realm, last, 1); err != nil {
+	_, pos, err := s.b.Arrived(realm, math.MaxUint64, 0)
+	if err != nil {
 		return err
+	}
+	var missed []Message // messages after a Last-Event-ID that names one
+	if last := r.Header.Get("Last-Event-ID"); last != "" {
+		if n, ok := arrivalPos(last); ok {
+			pos = min(n, pos)
+		} else {
+			for after := last; ; {
+				page, err := s.b.Messages(realm, after, MaxMessages)
+				if err != nil {
+					return err
+				}
+				missed = append(missed, page...)
+				if len(page) < MaxMessages {
+					break
+				}
+				after = page[len(page)-1].ID
+			}
+		}
 	}
 	members, err := s.b.Members(realm)
 	if err != nil {
@@ -68,22 +83,35 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
 
 	heartbeat := time.NewTicker(HeartbeatEvery)
 	defer heartbeat.Stop()
+	for _, m := range missed {
+		writeEvent(w, "message", "", m)
+	}
 	for {
 		changed, err := s.b.Changed(realm)
 		if err != nil {
 			return nil // the realm is gone; the client sees the stream end
 		}
 		for {
-			msgs, err := s.b.Messages(realm, last, MaxMessages)
+			msgs, next, err := s.b.Arrived(realm, pos, MaxMessages)
 			if err != nil {
 				return nil
 			}
-			for _, m := range msgs {
-				writeEvent(w, "message", m.ID, m)
-				last = m.ID
-			}
-			if len(msgs) < MaxMessages {
+			if next == pos {
 				break
+			}
+			pos = next
+			id := "@" + strconv.FormatUint(pos, 10)
+			for i, m := range msgs {
+				if i < len(msgs)-1 {
+					writeEvent(w, "message", "", m)
+				} else {
+					writeEvent(w, "message", id, m)
+				}
+			}
+			if len(msgs) == 0 {
+				// All of them came and went: the position moves on all
+				// the same (an event of an id alone is not dispatched).
+				fmt.Fprintf(w, "id: %s\n\n", id)
 			}
 		}
 		if changes, next, err := s.b.ObjectChanges(realm, objSeq); err == nil {
@@ -110,6 +138,16 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
 			flusher.Flush()
 		}
 	}
+}
+
+// arrivalPos parses a message event's id: "@" and a position.
+func arrivalPos(id string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(id, "@")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(rest, 10, 64)
+	return n, err == nil && n != math.MaxUint64
 }
 
 // writeEvent writes one event; id may be empty.

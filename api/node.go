@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -240,23 +241,65 @@ func (nb *NodeBackend) Messages(realm, after string, limit int) ([]Message, erro
 		if err != nil {
 			return err
 		}
-		names := make(map[crdt.PublicKey]string)
-		for _, m := range r.Members() {
-			names[m.Key] = m.Name
-		}
-		for _, o := range objs {
-			pid, _ := daemon.PeerID(o.Created.Author)
-			m := Message{ID: o.Key.ID, Author: pid.String(), AuthorName: names[o.Created.Author], SentAt: wallTime(o.Created.Clock)}
-			if v, ok := o.Field("text"); ok {
-				if json.Unmarshal(v, &m.Text) != nil {
-					m.Text = string(v)
-				}
-			}
-			out = append(out, m)
-		}
+		out = messages(r, objs)
 		return nil
 	})
 	return out, nodeError(err)
+}
+
+// Arrived lists messages in the order they became visible here.
+func (nb *NodeBackend) Arrived(realm string, since uint64, limit int) ([]Message, uint64, error) {
+	id, err := nb.resolve(realm)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []Message
+	last := since
+	err = nb.n.View(id, func(r *crdt.Realm) error {
+		if since == math.MaxUint64 {
+			last = r.ArrivalHead()
+			return nil
+		}
+		ids, end, err := r.Arrivals(since, limit)
+		if err != nil {
+			return err
+		}
+		last = end
+		objs := make([]*crdt.Object, 0, len(ids))
+		for _, mid := range ids {
+			o, err := r.Object(crdt.ObjectKey{Collection: crdt.MessagesCollection, ID: mid})
+			if errors.Is(err, crdt.ErrNotFound) {
+				continue // it came and went
+			}
+			if err != nil {
+				return err
+			}
+			objs = append(objs, o)
+		}
+		out = messages(r, objs)
+		return nil
+	})
+	return out, last, nodeError(err)
+}
+
+// messages turns message objects into API messages.
+func messages(r *crdt.Realm, objs []*crdt.Object) []Message {
+	names := make(map[crdt.PublicKey]string)
+	for _, m := range r.Members() {
+		names[m.Key] = m.Name
+	}
+	out := make([]Message, 0, len(objs))
+	for _, o := range objs {
+		pid, _ := daemon.PeerID(o.Created.Author)
+		m := Message{ID: o.Key.ID, Author: pid.String(), AuthorName: names[o.Created.Author], SentAt: wallTime(o.Created.Clock)}
+		if v, ok := o.Field("text"); ok {
+			if json.Unmarshal(v, &m.Text) != nil {
+				m.Text = string(v)
+			}
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // PutObject sets fields of an object.

@@ -39,7 +39,7 @@ var operations = []opDoc{
 	{"GET", "/v1/realms/{realm}/invites/{offer}/qr.png", "An invite's QR code", "", 200, "png"},
 	{"POST", "/v1/invites/accept", "Join a realm with an invite's token, or the image of its QR code", "Accept", 201, "Realm"},
 	{"GET", "/metrics", "Prometheus metrics: the node's, libp2p's, the API's and the Go runtime's", "", 200, "metrics"},
-	{"GET", "/v1/realms/{realm}/events", "Server-Sent Events: message (id: the message id, resumable with Last-Event-ID), member, invite, object", "", 200, "events"},
+	{"GET", "/v1/realms/{realm}/events", "Server-Sent Events: message (in the order they reach this node; id: the position in that order, resumable with Last-Event-ID, which may also name a message), member, invite, object", "", 200, "events"},
 	{"POST", "/v1/session/link", "A one-time sign-in link for the web page (needs the token itself, not a session)", "", 201, "SessionLink"},
 	{"DELETE", "/v1/session", "Sign the web page's session out", "", 204, ""},
 }

@@ -153,6 +153,7 @@ func (r *Realm) flush(b *Batch) {
 	}
 	if r.dirtyMsgs {
 		b.put(r.keys.messageCount(), binary.AppendUvarint(nil, uint64(r.msgs)))
+		b.put(r.keys.arrivalCount(), binary.AppendUvarint(nil, r.arrived))
 		r.dirtyMsgs = false
 	}
 }
@@ -228,6 +229,8 @@ func (r *Realm) putObject(b *Batch, old, obj *Object, res *Result) {
 		switch {
 		case !old.visibleMsg() && obj.visible():
 			r.msgs++
+			r.arrived++
+			b.put(r.keys.arrival(r.arrived), []byte(key.ID))
 			r.dirtyMsgs = true
 		case old.visibleMsg() && !obj.visible():
 			r.msgs--

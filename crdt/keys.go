@@ -15,6 +15,7 @@ import (
 //	r/<id>/meta                       name, genesis author, creation time
 //	r/<id>/dig                        XOR of the digests of all objects
 //	r/<id>/nc                         how many messages are visible
+//	r/<id>/na                         how many entries the arrival log has
 //	r/<id>/h/<author>                 chain head: seq, hash, clock
 //	r/<id>/o/<author>/<seq>           an op, canonical encoding
 //	r/<id>/g/<stamp>                  a membership op, in realm order
@@ -22,6 +23,8 @@ import (
 //	r/<id>/b/<coll>/<obj>             an object's materialised state
 //	r/<id>/x/<coll>/<obj>/<stamp>     an op that touched the object
 //	r/<id>/n/<stamp>                  a message, in realm order
+//	r/<id>/v/<n>                      the n-th message (1, 2, …) to become
+//	                                  visible here: the arrival log
 //	r/<id>/y/<coll>/<obj>             a message an op touched before the
 //	                                  op that creates it (see apply.go)
 const realmsPrefix = "realms/"
@@ -33,6 +36,8 @@ func newKeys(id RealmID) keys { return keys{p: "r/" + id.String() + "/"} }
 func (k keys) meta() string             { return k.p + "meta" }
 func (k keys) digest() string           { return k.p + "dig" }
 func (k keys) messageCount() string     { return k.p + "nc" }
+func (k keys) arrivalCount() string     { return k.p + "na" }
+func (k keys) arrivals() string         { return k.p + "v/" }
 func (k keys) heads() string            { return k.p + "h/" }
 func (k keys) head(a PublicKey) string  { return k.build("h/", string(a[:])) }
 func (k keys) equivs() string           { return k.p + "e/" }
@@ -50,6 +55,12 @@ func (k keys) early(o ObjectKey) string     { return k.build("y/", o.Collection,
 
 func (k keys) objectOp(o ObjectKey, s Stamp) string {
 	return k.build("x/", o.Collection, o.ID, stampBytes(s))
+}
+
+func (k keys) arrival(n uint64) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], n)
+	return k.build("v/", string(b[:]))
 }
 
 func (k keys) op(a PublicKey, seq uint64) string {

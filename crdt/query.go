@@ -82,6 +82,16 @@ func (r *Realm) load() error {
 	default:
 		return err
 	}
+	switch na, err := v.get(r.keys.arrivalCount()); {
+	case err == nil:
+		n, size := binary.Uvarint(na)
+		if size <= 0 || size != len(na) {
+			return fmt.Errorf("%w: arrival count", ErrMalformed)
+		}
+		r.arrived = n
+	case !isNotFound(err): // none: a store from before the log, which starts now
+		return err
+	}
 	dig, err := v.get(r.keys.digest())
 	switch {
 	case err == nil && len(dig) == len(r.objDig):
@@ -201,6 +211,31 @@ func (r *Realm) Messages(after string, limit int) ([]*Object, error) {
 	}
 	return out, nil
 }
+
+// Arrivals returns, in the order they became visible here, the ids of
+// the messages that did after the after-th (up to limit of them), and
+// the position of the last one returned (after, if none). This is the
+// order a live view wants: a message written elsewhere can arrive late
+// and sort before messages shown already, and Messages(after) would
+// never return it. A message that became visible, went and came back
+// is listed again; one listed may since have gone (Object tells). The
+// log holds messages that became visible since this replica's store
+// kept it; ArrivalHead is the position of the newest.
+func (r *Realm) Arrivals(after uint64, limit int) (ids []string, last uint64, err error) {
+	last = after
+	prefix := r.keys.arrivals()
+	err = r.st.Scan(prefix, r.keys.arrival(after+1), func(k string, val []byte) bool {
+		ids = append(ids, string(val))
+		return len(ids) < limit
+	})
+	if err != nil {
+		return nil, after, fmt.Errorf("arrivals: %w", err)
+	}
+	return ids, after + uint64(len(ids)), nil
+}
+
+// ArrivalHead returns the position of the newest entry of the arrival log.
+func (r *Realm) ArrivalHead() uint64 { return r.arrived }
 
 // MessageCount returns how many chat messages are visible. The count is
 // kept as messages come and go, and stored, so it costs nothing to ask.

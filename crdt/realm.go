@@ -54,11 +54,12 @@ type Realm struct {
 	early    map[ObjectKey]bool // messages touched before their creating op (apply.go)
 	earlyAll bool               // too many marks to hold: every creating op reads
 
-	msgs int // visible messages
+	msgs    int    // visible messages
+	arrived uint64 // entries of the arrival log (query.go, Arrivals)
 
 	dirtyHeads  []PublicKey // heads changed since the last flush
 	dirtyDigest bool        // objDig changed since the last flush
-	dirtyMsgs   bool        // msgs changed since the last flush
+	dirtyMsgs   bool        // msgs or arrived changed since the last flush
 
 	pending map[PublicKey]map[uint64]heldOp
 	npend   int // ops held in pending

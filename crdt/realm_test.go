@@ -289,6 +289,54 @@ func TestReopen(t *testing.T) {
 	}
 }
 
+// TestArrivals: a message written elsewhere with an earlier stamp sorts
+// before messages already here, so paging by realm order from the
+// newest one shown never returns it; the arrival log does, after them.
+func TestArrivals(t *testing.T) {
+	a := founder(t, "a")
+	bpriv, bk := testKey("b")
+	grant := a.write(&Grant{Member: bk, Role: RoleWriter, FromSeq: 1, Name: "b"}, t0+1)
+	b := newReplica(t, "b", a.r.ID())
+	b.priv = bpriv
+	if _, err := b.apply(a.r.genesis, t0+1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.apply(grant, t0+1); err != nil {
+		t.Fatal(err)
+	}
+	msg := func(text string) *Set {
+		return &Set{Collection: MessagesCollection, Fields: []Field{{"text", []byte(text)}}}
+	}
+	late := b.write(msg("written first, arrives last"), t0+10)
+	start := a.r.ArrivalHead()
+	a.write(msg("one"), t0+20)
+	a.write(msg("two"), t0+30)
+	shown, err := a.r.Messages("", 10)
+	if err != nil || len(shown) != 2 {
+		t.Fatalf("Messages = %d, %v", len(shown), err)
+	}
+	if _, err := a.apply(late, t0+40); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := a.r.Messages(shown[1].Key.ID, 10); len(after) != 0 {
+		t.Fatalf("Messages after the newest shown = %d; the test needs the late one to sort before", len(after))
+	}
+	ids, last, err := a.r.Arrivals(start, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{shown[0].Key.ID, shown[1].Key.ID, MessageID(bk, late.Seq)}
+	if fmt.Sprint(ids) != fmt.Sprint(want) || last != start+3 || a.r.ArrivalHead() != last {
+		t.Fatalf("Arrivals(%d) = %v up to %d (head %d), want %v up to %d", start, ids, last, a.r.ArrivalHead(), want, start+3)
+	}
+	if ids, last, _ := a.r.Arrivals(last-1, 10); len(ids) != 1 || ids[0] != want[2] || last != start+3 {
+		t.Fatalf("Arrivals from the middle = %v up to %d", ids, last)
+	}
+	if again := mustOpen(t, a.st, a.r.ID()); again.ArrivalHead() != a.r.ArrivalHead() {
+		t.Fatalf("reopened: arrival head %d, want %d", again.ArrivalHead(), a.r.ArrivalHead())
+	}
+}
+
 func TestObjectsPaging(t *testing.T) {
 	a := founder(t, "a")
 	for i := range 10 {

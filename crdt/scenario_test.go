@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -123,6 +124,21 @@ func (w *world) commit(n *node, b *Batch) {
 	}
 	if scanned, err := again.countMessages(view{n.st, NewBatch()}); err != nil || scanned != n.realm.MessageCount() {
 		w.t.Fatalf("%s: %d messages kept count of, %d in the index (%v)", n.name, n.realm.MessageCount(), scanned, err)
+	}
+	// Every visible message is in the arrival log, which is as long as
+	// the replica says.
+	arrived, last, err := again.Arrivals(0, math.MaxInt)
+	if err != nil || last != n.realm.ArrivalHead() || again.ArrivalHead() != last {
+		w.t.Fatalf("%s: arrival log of %d entries, head %d, reopened %d (%v)", n.name, last, n.realm.ArrivalHead(), again.ArrivalHead(), err)
+	}
+	visible, err := again.Messages("", math.MaxInt)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for _, m := range visible {
+		if !slices.Contains(arrived, m.Key.ID) {
+			w.t.Fatalf("%s: message %s is visible but not in the arrival log", n.name, m.Key.ID)
+		}
 	}
 }
 

@@ -95,7 +95,7 @@ func (c *client) stream(ctx context.Context, realm string, last *string, fn func
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var event, data string
+	var event, id, data string
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
@@ -103,13 +103,17 @@ func (c *client) stream(ctx context.Context, realm string, last *string, fn func
 			if event == "message" {
 				var m api.Message
 				if json.Unmarshal([]byte(data), &m) == nil {
-					*last = m.ID
 					fn(m)
 				}
 			}
-			event, data = "", ""
+			if id != "" {
+				*last = id // where a stream opened again resumes
+			}
+			event, id, data = "", "", ""
 		case strings.HasPrefix(line, "event: "):
 			event = line[len("event: "):]
+		case strings.HasPrefix(line, "id: "):
+			id = line[len("id: "):]
 		case strings.HasPrefix(line, "data: "):
 			data = line[len("data: "):]
 		}

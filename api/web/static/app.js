@@ -286,12 +286,18 @@ function showMessage(m, live) {
     markSeen(state.current, entry.realm.messages);
   }
   const mine = m.author === state.me;
-  $('messages').append(el('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id },
+  const at = Date.parse(m.sent_at) || 0;
+  const item = el('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id, 'data-at': String(at) },
     el('div', { class: 'meta' },
       el('span', { class: 'author', title: m.author }, m.author_name || shortID(m.author)),
       el('time', { datetime: m.sent_at }, when(m.sent_at))),
-    el('div', { class: 'text' }, m.text)));
+    el('div', { class: 'text' }, m.text));
+  // Messages arrive in the order they reach this node; one written
+  // elsewhere a while ago goes to its place in the realm's order.
   const list = $('messages');
+  let before = null;
+  for (let c = list.lastElementChild; c && Number(c.dataset.at) > at; c = c.previousElementSibling) before = c;
+  list.insertBefore(item, before);
   while (list.children.length > keepMessages) list.firstElementChild.remove();
 }
 
