@@ -151,6 +151,18 @@ func (r *Realm) flush(b *Batch) {
 		b.put(r.keys.digest(), slices.Clone(r.objDig[:]))
 		r.dirtyDigest = false
 	}
+	if len(r.arriving) > 0 {
+		// One entry for the call's messages: a catch-up range of a
+		// thousand messages writes one key, not a thousand.
+		r.arrived += uint64(len(r.arriving))
+		w := writer{}
+		w.u32(uint32(len(r.arriving)))
+		for _, id := range r.arriving {
+			w.str(id)
+		}
+		b.put(r.keys.arrival(r.arrived), w.b)
+		r.arriving = r.arriving[:0]
+	}
 	if r.dirtyMsgs {
 		b.put(r.keys.messageCount(), binary.AppendUvarint(nil, uint64(r.msgs)))
 		b.put(r.keys.arrivalCount(), binary.AppendUvarint(nil, r.arrived))
@@ -229,8 +241,7 @@ func (r *Realm) putObject(b *Batch, old, obj *Object, res *Result) {
 		switch {
 		case !old.visibleMsg() && obj.visible():
 			r.msgs++
-			r.arrived++
-			b.put(r.keys.arrival(r.arrived), []byte(key.ID))
+			r.arriving = append(r.arriving, key.ID)
 			r.dirtyMsgs = true
 		case old.visibleMsg() && !obj.visible():
 			r.msgs--

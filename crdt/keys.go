@@ -23,8 +23,9 @@ import (
 //	r/<id>/b/<coll>/<obj>             an object's materialised state
 //	r/<id>/x/<coll>/<obj>/<stamp>     an op that touched the object
 //	r/<id>/n/<stamp>                  a message, in realm order
-//	r/<id>/v/<n>                      the n-th message (1, 2, …) to become
-//	                                  visible here: the arrival log
+//	r/<id>/v/<n>                      the arrival log: the messages that
+//	                                  became visible here in one engine
+//	                                  call, the last of them the n-th
 //	r/<id>/y/<coll>/<obj>             a message an op touched before the
 //	                                  op that creates it (see apply.go)
 const realmsPrefix = "realms/"
@@ -61,6 +62,15 @@ func (k keys) arrival(n uint64) string {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], n)
 	return k.build("v/", string(b[:]))
+}
+
+// parseArrivalKey parses the hex position that ends an arrival log key.
+func parseArrivalKey(s string) (uint64, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != 8 {
+		return 0, fmt.Errorf("%w: arrival log key %q", ErrMalformed, s)
+	}
+	return binary.BigEndian.Uint64(b), nil
 }
 
 func (k keys) op(a PublicKey, seq uint64) string {

@@ -222,13 +222,35 @@ func (r *Realm) Messages(after string, limit int) ([]*Object, error) {
 // log holds messages that became visible since this replica's store
 // kept it; ArrivalHead is the position of the newest.
 func (r *Realm) Arrivals(after uint64, limit int) (ids []string, last uint64, err error) {
-	last = after
 	prefix := r.keys.arrivals()
+	var bad error
+	// An entry is keyed by the position of its last message, so the first
+	// one at or past after+1 holds after+1.
 	err = r.st.Scan(prefix, r.keys.arrival(after+1), func(k string, val []byte) bool {
-		ids = append(ids, string(val))
+		end, err := parseArrivalKey(k[len(prefix):])
+		if err != nil {
+			bad = err
+			return false
+		}
+		rd := reader{b: val}
+		n := rd.count(4)
+		entry := make([]string, n)
+		for i := range entry {
+			entry[i] = rd.str()
+		}
+		if err := rd.done(); err != nil || uint64(n) > end {
+			bad = fmt.Errorf("%w: arrival log entry %d", ErrMalformed, end)
+			return false
+		}
+		first := end - uint64(n) + 1
+		for i, id := range entry {
+			if first+uint64(i) > after && len(ids) < limit {
+				ids = append(ids, id)
+			}
+		}
 		return len(ids) < limit
 	})
-	if err != nil {
+	if err = firstErr(err, bad); err != nil {
 		return nil, after, fmt.Errorf("arrivals: %w", err)
 	}
 	return ids, after + uint64(len(ids)), nil

@@ -54,8 +54,9 @@ type Realm struct {
 	early    map[ObjectKey]bool // messages touched before their creating op (apply.go)
 	earlyAll bool               // too many marks to hold: every creating op reads
 
-	msgs    int    // visible messages
-	arrived uint64 // entries of the arrival log (query.go, Arrivals)
+	msgs     int      // visible messages
+	arrived  uint64   // messages in the arrival log (query.go, Arrivals)
+	arriving []string // messages that became visible in this engine call
 
 	dirtyHeads  []PublicKey // heads changed since the last flush
 	dirtyDigest bool        // objDig changed since the last flush

@@ -335,6 +335,26 @@ func TestArrivals(t *testing.T) {
 	if again := mustOpen(t, a.st, a.r.ID()); again.ArrivalHead() != a.r.ArrivalHead() {
 		t.Fatalf("reopened: arrival head %d, want %d", again.ArrivalHead(), a.r.ArrivalHead())
 	}
+
+	// Messages that one call applies share an entry of the log; reading
+	// can start in the middle of it.
+	var ops []*Op
+	for i := range 3 {
+		ops = append(ops, b.write(msg(fmt.Sprint("range ", i)), t0+50+int64(i)))
+	}
+	start = a.r.ArrivalHead()
+	batch := NewBatch()
+	if _, err := a.r.ApplyRange(batch, ops, t0+60); err != nil {
+		t.Fatal(err)
+	}
+	a.st.Commit(batch)
+	for from := range 3 {
+		ids, last, err := a.r.Arrivals(start+uint64(from), 2)
+		want := min(2, 3-from)
+		if err != nil || len(ids) != want || last != start+uint64(from+want) || ids[0] != MessageID(bk, ops[from].Seq) {
+			t.Fatalf("Arrivals(%d, 2) = %v up to %d, %v", start+uint64(from), ids, last, err)
+		}
+	}
 }
 
 func TestObjectsPaging(t *testing.T) {
