@@ -30,7 +30,7 @@ import (
 // crdtPeer is the main of a go-ds-crdt peer process (see serve).
 func crdtPeer(dir string) error {
 	ctx := context.Background()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	h, err := libp2p.New(libp2p.ListenAddrStrings(listenAddr()))
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ const gossipTopic = "bench"
 // gossipPeer is the main of a gossip peer process (see serve).
 func gossipPeer() error {
 	ctx := context.Background()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	h, err := libp2p.New(libp2p.ListenAddrStrings(listenAddr()))
 	if err != nil {
 		return err
 	}

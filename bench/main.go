@@ -4,15 +4,17 @@
 //
 //	cd bench && go run . [-full] [-out RESULTS.md]
 //
-// Quick mode (the default) finishes in a minute or two; -full runs each
-// row longer. The rows so far: the machine's floors (fdatasync, a loopback
-// round trip, one ed25519 verify), realmsync's durable write through its
-// API from 1 and 32 writers, a write on one daemon seen on another at 100
-// ops/s next to raw gossipsub carrying payloads of the same size, the
-// bytes on disk per message, and the memory and restart time of a daemon
-// holding many messages (1,000,000 in full mode); and go-ds-crdt doing
-// the same writes as key-value puts, with the same write seen on a second
-// peer.
+// Quick mode (the default) finishes in two or three minutes; -full runs
+// each row longer; -swarm runs rows 3 and 7 alone. The rows: the
+// machine's floors (fdatasync, a loopback round trip, one ed25519
+// verify), realmsync's durable write through its API from 1 and 32
+// writers, a write on one daemon seen on another at 100 ops/s next to raw
+// gossipsub carrying payloads of the same size, catch-up, 20 daemons in
+// one realm at 50 and 200 ops/s, a partition of the 20 into two halves
+// that both write (it needs root, for network namespaces), the bytes on
+// disk per message, and the memory and restart time of a daemon holding
+// many messages (1,000,000 in full mode); and go-ds-crdt doing the same
+// work as key-value puts wherever it can.
 // It is a module of its own, so that the peers it runs never enter the
 // daemon's dependencies.
 package main
@@ -45,8 +47,12 @@ func main() {
 	}
 	full := flag.Bool("full", false, "run each row longer (the quick mode takes a minute or two)")
 	out := flag.String("out", "RESULTS.md", "also write the table here")
+	swarmOnly := flag.Bool("swarm", false, "run only rows 3 and 7, the 20 nodes (the table is printed, not written)")
 	flag.Parse()
-	if err := run(*full, *out); err != nil {
+	if *swarmOnly {
+		*out = ""
+	}
+	if err := run(*full, *swarmOnly, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -66,7 +72,7 @@ var (
 // raw gossipsub row carries payloads this big.
 const opSize = 356
 
-func run(full bool, out string) error {
+func run(full, swarmOnly bool, out string) error {
 	n := quick
 	mode := "quick"
 	if full {
@@ -80,6 +86,9 @@ func run(full bool, out string) error {
 	var t table
 	step := func(what string) { fmt.Fprintf(os.Stderr, "bench: %s…\n", what) }
 
+	if swarmOnly {
+		return swarmOnlyRun(tmp, full)
+	}
 	step("the machine's floors")
 	sync, err := fdatasync(tmp, n.floor)
 	if err != nil {
@@ -109,7 +118,7 @@ func run(full bool, out string) error {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return err
 		}
-		d, err := startDaemon(bin, dir, name)
+		d, err := startDaemon(bin, dir, name, onLoopback)
 		if err != nil {
 			return err
 		}
@@ -161,6 +170,10 @@ func run(full bool, out string) error {
 	step("go-ds-crdt: the same writes, the same write seen on another peer, the same catch-up")
 	if err := crdtRows(&t, tmp, n, caught); err != nil {
 		return fmt.Errorf("go-ds-crdt: %w", err)
+	}
+
+	if err := swarmRows(&t, bin, tmp, full); err != nil {
+		return err
 	}
 
 	step(fmt.Sprintf("a daemon holding %d messages", n.held))
@@ -239,11 +252,33 @@ func (t *table) verdicts() []string {
 	ahead("write on A seen on B, p50", "rs-live", "crdt-live", false, "ms")
 	ahead("catch-up", "rs-catchup", "crdt-catchup", false, "ms")
 	ahead("bytes on disk", "rs-disk", "crdt-disk", false, "bytes per message or key")
+	for _, rate := range swarmRates {
+		a, okA := t.fig[fmt.Sprint("rs-twenty-share", rate)]
+		b, okB := t.fig[fmt.Sprint("crdt-twenty-share", rate)]
+		if !okA || !okB {
+			continue
+		}
+		judge(fmt.Sprintf("realmsync ahead of go-ds-crdt: 20 nodes at %.0f ops/s, share delivered", rate),
+			a >= b, fmt.Sprintf("%.2f%% against %.2f%%", 100*a, 100*b))
+		if b < 1 {
+			// Its p99 is of the deliveries that were made, the quick ones.
+			out = append(out, fmt.Sprintf("- realmsync ahead of go-ds-crdt: 20 nodes at %.0f ops/s, p99: not comparable "+
+				"(go-ds-crdt's p99 is of the %.2f%% it delivered)", rate, 100*b))
+			continue
+		}
+		ahead(fmt.Sprintf("20 nodes at %.0f ops/s, p99", rate), fmt.Sprint("rs-twenty", rate), fmt.Sprint("crdt-twenty", rate), false, "ms")
+	}
+	ahead("partition healed, time to converge", "rs-partition", "crdt-partition", false, "s")
 	if a, b := t.fig["rs-catchup"], t.fig["crdt-catchup"]; a > 0 && b > 0 {
 		judge("catch-up ≥ 10× faster than go-ds-crdt's", b/a >= 10, fmt.Sprintf("%.0f×", b/a))
 	}
 	if a, b := t.fig["rs-live"], t.fig["raw-live"]; a > 0 && b > 0 {
 		judge("live latency p50 within 1.5× of raw gossipsub's", a/b <= 1.5, fmt.Sprintf("%.1f×", a/b))
+	}
+	if p99, ok := t.fig["rs-twenty200"]; ok {
+		share := t.fig["rs-twenty-share200"]
+		judge("20 nodes at 200 ops/s: p99 ≤ 150 ms with every op delivered (node issue)", p99 <= 150 && share == 1,
+			fmt.Sprintf("p99 %.1f ms, %.2f%% delivered", p99, 100*share))
 	}
 	return out
 }
@@ -300,12 +335,15 @@ func pct(sorted []time.Duration, p int) time.Duration {
 }
 
 // p50ms is the median of lat in milliseconds.
-func p50ms(lat []time.Duration) float64 {
+func p50ms(lat []time.Duration) float64 { return pctMs(lat, 50) }
+
+// pctMs is the p-th percentile of lat in milliseconds (0 for no samples).
+func pctMs(lat []time.Duration, p int) float64 {
 	if len(lat) == 0 {
 		return 0
 	}
 	slices.Sort(lat)
-	return float64(pct(lat, 50)) / float64(time.Millisecond)
+	return float64(pct(lat, p)) / float64(time.Millisecond)
 }
 
 // crdtRows runs two go-ds-crdt peers as processes and adds the rows they
@@ -319,7 +357,7 @@ func crdtRows(t *table, tmp string, n sizes, ours time.Duration) error {
 	}()
 	for _, name := range []string{"crdt-a", "crdt-b"} {
 		dir := filepath.Join(tmp, name)
-		p, err := startPeer("crdt-peer", dir)
+		p, err := startPeer(onLoopback, "crdt-peer", dir)
 		if err != nil {
 			return err
 		}
@@ -380,7 +418,7 @@ func crdtRows(t *table, tmp string, n sizes, ours time.Duration) error {
 	}
 	wire0 := loopbackBytes()
 	start := time.Now()
-	nb, err := startPeer("crdt-peer", b.dir)
+	nb, err := startPeer(onLoopback, "crdt-peer", b.dir)
 	if err != nil {
 		return err
 	}

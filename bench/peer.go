@@ -137,15 +137,29 @@ type peerProc struct {
 	dir  string // its data dir, if it has one
 }
 
-func startGossipPeer() (*peerProc, error) { return startPeer("gossip-peer") }
+func startGossipPeer() (*peerProc, error) { return startPeer(onLoopback, "gossip-peer") }
 
-// startPeer runs this program again as a peer process: args name its mode.
-func startPeer(args ...string) (*peerProc, error) {
+// ipEnv tells a peer process the address to listen on.
+const ipEnv = "BENCH_PEER_IP"
+
+// listenAddr is the multiaddr a peer process listens on.
+func listenAddr() string {
+	ip := os.Getenv(ipEnv)
+	if ip == "" {
+		ip = onLoopback.ip
+	}
+	return "/ip4/" + ip + "/tcp/0"
+}
+
+// startPeer runs this program again as a peer process at a place: args
+// name its mode.
+func startPeer(at place, args ...string) (*peerProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, args...)
+	cmd := at.command(exe, args...)
+	cmd.Env = append(os.Environ(), ipEnv+"="+at.ip)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

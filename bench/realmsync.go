@@ -44,25 +44,26 @@ func buildRealmsync(dir string) (string, error) {
 type daemon struct {
 	name  string
 	dir   string
+	at    place
 	base  string // http://127.0.0.1:port
 	token string
 	cmd   *exec.Cmd
 	http  *http.Client
 }
 
-// startDaemon starts a daemon with its own data dir and free ports, and
-// waits until its API answers.
-func startDaemon(bin, dir, name string) (*daemon, error) {
+// startDaemon starts a daemon at a place with its own data dir and free
+// ports, and waits until its API answers.
+func startDaemon(bin, dir, name string, at place) (*daemon, error) {
 	// Keep a connection per writer: the default keeps two idle ones, and
 	// 32 writers would dial and close a connection per request.
-	d := &daemon{name: name, dir: dir, http: &http.Client{Timeout: time.Minute,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	d := &daemon{name: name, dir: dir, at: at, http: &http.Client{Timeout: time.Minute,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 64, DialContext: at.dialContext}}}
 	log, err := os.Create(filepath.Join(dir, "daemon.log"))
 	if err != nil {
 		return nil, err
 	}
-	d.cmd = exec.Command(bin, "daemon", "--data", dir, "--api", "127.0.0.1:0",
-		"--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--name", name, "--log-level", "warn")
+	d.cmd = at.command(bin, "daemon", "--data", dir, "--api", "127.0.0.1:0",
+		"--listen", "/ip4/"+at.ip+"/tcp/0", "--mdns=false", "--name", name, "--log-level", "warn")
 	d.cmd.Stderr = log
 	if err := d.cmd.Start(); err != nil {
 		return nil, err
@@ -135,21 +136,27 @@ func shareRealm(a, b *daemon) (string, error) {
 	if err := a.call("POST", "/v1/realms", map[string]string{"name": "bench"}, &realm); err != nil {
 		return "", err
 	}
+	return realm.ID, admit(a, b, realm.ID, "writer")
+}
+
+// admit lets invitee into the realm in a role with an invite that
+// inviter creates, and returns once invitee holds the role.
+func admit(inviter, invitee *daemon, realm, role string) error {
 	var inv struct{ Token string }
-	if err := a.call("POST", "/v1/realms/"+realm.ID+"/invites", map[string]string{"role": "writer"}, &inv); err != nil {
-		return "", err
+	if err := inviter.call("POST", "/v1/realms/"+realm+"/invites", map[string]string{"role": role}, &inv); err != nil {
+		return err
 	}
-	if err := b.call("POST", "/v1/invites/accept", map[string]string{"token": inv.Token}, nil); err != nil {
-		return "", err
+	if err := invitee.call("POST", "/v1/invites/accept", map[string]string{"token": inv.Token}, nil); err != nil {
+		return err
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
 		var r struct{ Role string }
-		if err := b.call("GET", "/v1/realms/"+realm.ID, nil, &r); err == nil && r.Role == "writer" {
-			return realm.ID, nil
+		if err := invitee.call("GET", "/v1/realms/"+realm, nil, &r); err == nil && r.Role == role {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("%s did not become a writer of the realm within a minute", b.name)
+			return fmt.Errorf("%s did not become a %s of the realm within a minute", invitee.name, role)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -167,18 +174,42 @@ func durableWrites(d *daemon, realm string, n, writers int) ([]time.Duration, ti
 	})
 }
 
-// liveLatency posts n messages on a at rate per second and times each
-// from the start of its request on a to its event on b's event stream.
-func liveLatency(a, b *daemon, realm string, n int, rate float64) (lat []time.Duration, delivered int, err error) {
-	req, _ := http.NewRequest("GET", b.base+"/v1/realms/"+realm+"/events", nil)
-	req.Header.Set("Authorization", "Bearer "+b.token)
-	resp, err := (&http.Client{}).Do(req)
+// post sends one chat message and returns its id.
+func (d *daemon) post(realm string) (string, error) {
+	var m struct{ ID string }
+	err := d.call("POST", "/v1/realms/"+realm+"/messages", message, &m)
+	return m.ID, err
+}
+
+// messages is how many messages the daemon shows in the realm.
+func (d *daemon) messages(realm string) (int, error) {
+	var r struct{ Messages int }
+	err := d.call("GET", "/v1/realms/"+realm, nil, &r)
+	return r.Messages, err
+}
+
+// watcher reads a daemon's event stream of a realm and notes when each
+// message arrived.
+type watcher struct {
+	resp    *http.Response
+	mu      sync.Mutex
+	arrived map[string]time.Time
+}
+
+// watch opens d's event stream of the realm.
+func watch(d *daemon, realm string) (*watcher, error) {
+	req, _ := http.NewRequest("GET", d.base+"/v1/realms/"+realm+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	client := &http.Client{Transport: &http.Transport{DialContext: d.at.dialContext}}
+	resp, err := client.Do(req)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	defer resp.Body.Close()
-	var mu sync.Mutex
-	arrived := make(map[string]time.Time)
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s: events: %s", d.name, resp.Status)
+	}
+	w := &watcher{resp: resp, arrived: make(map[string]time.Time)}
 	go func() {
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -192,53 +223,106 @@ func liveLatency(a, b *daemon, realm string, n int, rate float64) (lat []time.Du
 				now := time.Now()
 				var m struct{ ID string }
 				if json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &m) == nil {
-					mu.Lock()
-					arrived[m.ID] = now
-					mu.Unlock()
+					w.mu.Lock()
+					w.arrived[m.ID] = now
+					w.mu.Unlock()
 				}
 			}
 		}
 	}()
-	time.Sleep(200 * time.Millisecond) // the stream is open
+	return w, nil
+}
 
-	type sent struct {
-		id string
-		at time.Time
+func (w *watcher) close() { w.resp.Body.Close() }
+
+// when returns when the message arrived, if it has.
+func (w *watcher) when(id string) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	at, ok := w.arrived[id]
+	return at, ok
+}
+
+// sent is a message posted at a time by one daemon of a group.
+type sent struct {
+	id   string
+	at   time.Time
+	from int
+}
+
+// arrivals waits (up to wait) until every watcher but the sender's has
+// every message, and returns the latencies of those that arrived and
+// how many did out of how many were due.
+func arrivals(ws []*watcher, msgs []sent, wait time.Duration) (lat []time.Duration, got, due int) {
+	deadline := time.Now().Add(wait)
+	for {
+		lat, got, due = lat[:0], 0, 0
+		for _, m := range msgs {
+			for i, w := range ws {
+				if i == m.from {
+					continue
+				}
+				due++
+				if at, ok := w.when(m.id); ok {
+					got++
+					lat = append(lat, at.Sub(m.at))
+				}
+			}
+		}
+		if got == due || time.Now().After(deadline) {
+			return lat, got, due
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	var all []sent
+}
+
+// liveLatency posts n messages on a at rate per second and times each
+// from the start of its request on a to its event on b's event stream.
+func liveLatency(a, b *daemon, realm string, n int, rate float64) (lat []time.Duration, delivered int, err error) {
+	w, err := watch(b, realm)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer w.close()
+	time.Sleep(200 * time.Millisecond) // the stream is open
+	var msgs []sent
 	err = paced(n, rate, func(int) error {
 		t0 := time.Now()
-		var m struct{ ID string }
-		err := a.call("POST", "/v1/realms/"+realm+"/messages", message, &m)
-		all = append(all, sent{m.ID, t0})
+		id, err := a.post(realm)
+		msgs = append(msgs, sent{id: id, at: t0})
 		return err
 	})
 	if err != nil {
 		return nil, 0, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		delivered = 0
-		for _, s := range all {
-			if _, ok := arrived[s.id]; ok {
-				delivered++
-			}
-		}
-		mu.Unlock()
-		if delivered == n || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	for _, s := range all {
-		if at, ok := arrived[s.id]; ok {
-			lat = append(lat, at.Sub(s.at))
-		}
-	}
+	lat, delivered, _ = arrivals([]*watcher{nil, w}, msgs, 30*time.Second)
 	return lat, delivered, nil
+}
+
+// metrics reads the daemon's Prometheus metrics and returns the samples
+// whose name (with labels) starts with prefix, summed by that full name.
+func (d *daemon) metrics(prefix string) (map[string]float64, error) {
+	req, _ := http.NewRequest("GET", d.base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := make(map[string]float64)
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(value, &v); err == nil {
+			out[name] += v
+		}
+	}
+	return out, sc.Err()
 }
 
 // rss is the resident memory of the daemon's process, from /proc.
@@ -278,7 +362,7 @@ func diskBytes(dir string) (int64, error) {
 // startAgain starts a stopped daemon again on its data dir.
 func (d *daemon) startAgain(bin string) error {
 	os.Remove(filepath.Join(d.dir, "api.json")) // a stale one would name the old port
-	nd, err := startDaemon(bin, d.dir, d.name)
+	nd, err := startDaemon(bin, d.dir, d.name, d.at)
 	if err != nil {
 		return err
 	}
