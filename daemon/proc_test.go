@@ -48,6 +48,7 @@ type request struct {
 	Count   int             `json:"count,omitempty"`
 	Rate    float64         `json:"rate,omitempty"`    // ops/s; 0: as fast as Writers allow
 	Writers int             `json:"writers,omitempty"` // concurrent writers when Rate is 0
+	At      int64           `json:"at,omitempty"`      // paced: the first write at this Unix time (ns)
 	Keys    []crdt.RealmKey `json:"keys,omitempty"`
 }
 
@@ -233,6 +234,9 @@ func (c *child) write(ctx context.Context, realm crdt.RealmID, req request) (opB
 	if req.Rate > 0 {
 		every := time.Duration(float64(time.Second) / req.Rate)
 		next := time.Now()
+		if req.At != 0 {
+			next = time.Unix(0, req.At)
+		}
 		for range req.Count {
 			time.Sleep(time.Until(next))
 			next = next.Add(every)
