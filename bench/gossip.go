@@ -88,34 +88,34 @@ func gossipPeer() error {
 }
 
 // rawGossip publishes n payloads of size bytes at rate per second from
-// one peer to the other, and returns the latencies the receiver saw.
-func rawGossip(n int, rate float64, size int) ([]time.Duration, error) {
+// one peer to the other, and returns the latencies the receiver saw and
+// the bytes on the wire per payload.
+func rawGossip(n int, rate float64, size int) ([]time.Duration, string, error) {
 	a, err := startGossipPeer()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer a.stop()
 	b, err := startGossipPeer()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer b.stop()
 	if err := b.do(map[string]any{"op": "connect", "addr": a.addr}, nil); err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	meter := meterPort(addrPort(a.addr))
 	if err := a.do(map[string]any{"op": "send", "n": n, "rate": rate, "size": max(size, 16)}, nil); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var rep struct{ Lat []float64 }
 	if err := b.do(map[string]any{"op": "report"}, &rep); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	lat := make([]time.Duration, len(rep.Lat))
-	for i, ms := range rep.Lat {
-		lat[i] = time.Duration(ms * float64(time.Millisecond))
-	}
+	wire, _ := meter.perOp(n)
+	lat := durations(rep.Lat)
 	if len(lat) < n {
-		return lat, fmt.Errorf("raw gossipsub delivered %d of %d", len(lat), n)
+		return lat, wire, fmt.Errorf("raw gossipsub delivered %d of %d", len(lat), n)
 	}
-	return lat, nil
+	return lat, wire, nil
 }

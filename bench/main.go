@@ -142,20 +142,28 @@ func run(full, swarmOnly bool, out string) error {
 	}
 
 	step("a write on a seen on b, at 100 ops/s")
+	meter := meterPort(a.p2pPort())
 	live, delivered, err := liveLatency(a, b, realm, n.live, 100)
 	if err != nil {
 		return err
 	}
+	rsWire, rsPer := meter.perOp(n.live)
 	t.note("rs-live", p50ms(live))
 	t.add("2. write on A seen on B", "realmsync, API on A to the event on B's stream", stats(live),
 		fmt.Sprintf("%d of %d delivered", delivered, n.live))
-	raw, err := rawGossip(n.live, 100, opSize)
+	raw, rawWire, err := rawGossip(n.live, 100, opSize)
 	if err != nil {
 		return err
 	}
 	t.note("raw-live", p50ms(raw))
 	t.add("2. write on A seen on B", fmt.Sprintf("raw gossipsub, %d-byte payloads", opSize), stats(raw),
 		fmt.Sprintf("realmsync p50 is %.1f× this (target ≤ 1.5×)", t.fig["rs-live"]/t.fig["raw-live"]))
+	if rsPer > 0 {
+		t.note("rs-wire", rsPer)
+	}
+	t.add("5. bytes on the wire", "realmsync, a write on A to B (TCP payload of A's libp2p connections, both ways)", rsWire,
+		fmt.Sprintf("a chat message's op is %d bytes; during row 2", opSize))
+	t.add("5. bytes on the wire", "raw gossipsub, the same", rawWire, fmt.Sprintf("payloads of %d bytes", opSize))
 
 	step(fmt.Sprintf("realmsync: b misses %d messages and comes back", n.missed))
 	caught, wire, err := catchUp(bin, a, b, realm, n.missed)
@@ -252,6 +260,7 @@ func (t *table) verdicts() []string {
 	ahead("write on A seen on B, p50", "rs-live", "crdt-live", false, "ms")
 	ahead("catch-up", "rs-catchup", "crdt-catchup", false, "ms")
 	ahead("bytes on disk", "rs-disk", "crdt-disk", false, "bytes per message or key")
+	ahead("bytes on the wire", "rs-wire", "crdt-wire", false, "bytes per message or key")
 	for _, rate := range swarmRates {
 		a, okA := t.fig[fmt.Sprint("rs-twenty-share", rate)]
 		b, okB := t.fig[fmt.Sprint("crdt-twenty-share", rate)]
@@ -274,6 +283,10 @@ func (t *table) verdicts() []string {
 	}
 	if a, b := t.fig["rs-live"], t.fig["raw-live"]; a > 0 && b > 0 {
 		judge("live latency p50 within 1.5× of raw gossipsub's", a/b <= 1.5, fmt.Sprintf("%.1f×", a/b))
+	}
+	if w, ok := t.fig["rs-wire"]; ok {
+		judge(fmt.Sprintf("bytes on the wire per op ≤ the op's %d bytes + 150 (node issue)", opSize), w <= opSize+150,
+			fmt.Sprintf("%.0f bytes", w))
 	}
 	if p99, ok := t.fig["rs-twenty200"]; ok {
 		share := t.fig["rs-twenty-share200"]
@@ -392,6 +405,7 @@ func crdtRows(t *table, tmp string, n sizes, ours time.Duration) error {
 		}
 	}
 	b.do(map[string]any{"op": "report"}, nil) // forget what the bursts brought
+	meter := meterPort(addrPort(a.addr))
 	if err := a.do(map[string]any{"op": "paced", "n": n.live, "rate": 100, "size": opSize, "prefix": "live"}, nil); err != nil {
 		return err
 	}
@@ -404,9 +418,15 @@ func crdtRows(t *table, tmp string, n sizes, ours time.Duration) error {
 		}
 		lat = append(lat, durations(rep.Lat)...)
 	}
+	wire, per := meter.perOp(n.live)
 	t.note("crdt-live", p50ms(lat))
 	t.add("2. write on A seen on B", "go-ds-crdt, Put on A to the put hook on B", stats(lat),
 		fmt.Sprintf("%d of %d delivered", len(lat), n.live))
+	if per > 0 {
+		t.note("crdt-wire", per)
+	}
+	t.add("5. bytes on the wire", "go-ds-crdt, a Put on A to B (TCP payload of A's libp2p connections, both ways)", wire,
+		fmt.Sprintf("values of %d bytes; during row 2", opSize))
 	// Catch-up: b stops, a writes, b starts again and dials a.
 	b.stop()
 	if err := a.do(map[string]any{"op": "burst", "n": n.missed, "writers": 1, "size": opSize, "prefix": "missed"}, nil); err != nil {
