@@ -130,6 +130,19 @@ func run(full, swarmOnly bool, out string) error {
 		return err
 	}
 
+	var health []time.Duration
+	err = paced(n.live, 100, func(int) error {
+		t0 := time.Now()
+		err := a.call("GET", "/v1/health", nil, nil)
+		health = append(health, time.Since(t0))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	t.add("floor", "HTTP round trip to a daemon's API (GET /v1/health), 100 a second", stats(health),
+		"what every API row pays, with the wake-ups of two idle processes")
+
 	step("durable writes through the API")
 	for _, w := range []struct{ writers, n int }{{1, n.write1}, {32, n.write32}} {
 		lat, took, err := durableWrites(a, realm, w.n, w.writers)
