@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"github.com/libp2p/go-libp2p/core/network"
 	"sync"
 	"testing"
 	"time"
@@ -410,4 +411,26 @@ func TestOfferOfAnotherRealm(t *testing.T) {
 	if _, err := a.replica(other); err == nil {
 		t.Error("a holds the other realm")
 	}
+}
+
+// TestMembersFindEachOther: b and c join through a, so each knows only
+// a's addresses; a passes them on, b and c connect to each other, and
+// they keep chatting once a is gone.
+func TestMembersFindEachOther(t *testing.T) {
+	ctx := context.Background()
+	a, b, c := newTestNode(t, "a"), newTestNode(t, "b"), newTestNode(t, "c")
+	id := createRealm(t, a, "three")
+	invited(t, a, id, crdt.RoleWriter, b, c)
+	deadline := time.Now().Add(waitFor)
+	for b.host.Network().Connectedness(c.ID()) != network.Connected {
+		if time.Now().After(deadline) {
+			t.Fatalf("b and c did not connect within %s", waitFor)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a.Close()
+	if _, err := b.Write(ctx, id, message("from b, with a gone")); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, id, b, c)
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/realmsync/realmsync/crdt"
@@ -156,6 +157,31 @@ func FuzzPeerRecord(f *testing.F) {
 		}
 		if again := encodePeerRecord(addrs); !bytes.Equal(again, data) {
 			t.Fatalf("record decode/encode not symmetric")
+		}
+	})
+}
+
+// FuzzDecodeAddrs feeds arbitrary bytes to the decoder of a member's
+// answer with its fellows' addresses: what it accepts stays within the
+// limits and encodes back to the same bytes.
+func FuzzDecodeAddrs(f *testing.F) {
+	id, err := peer.Decode("12D3KooWD43WQcLduJuQxQRegUQcCxBzg47gpoxzYedKoq6xKqUT")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(encodeAddrs(nil))
+	f.Add(encodeAddrs([]memberAddrs{{id, []ma.Multiaddr{ma.StringCast("/ip4/10.0.0.2/tcp/7701")}}}))
+	f.Add([]byte{0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		entries, err := decodeAddrs(data)
+		if err != nil {
+			return
+		}
+		if len(entries) > maxAddrsPeers || len(data) > maxAddrsMessage {
+			t.Fatalf("accepted %d members in %d bytes", len(entries), len(data))
+		}
+		if again := encodeAddrs(entries); !bytes.Equal(again, data) {
+			t.Fatalf("decode/encode not symmetric")
 		}
 	})
 }

@@ -63,6 +63,9 @@ type Node struct {
 	book      book
 	mdns      io.Closer // nil unless Config.MDNS
 
+	addrsMu    sync.Mutex
+	addrsAsked map[peer.ID]time.Time // when each peer was last asked (addrs.go)
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

@@ -35,6 +35,7 @@ const (
 	redialFirst = time.Second      // the wait after a first failed dial
 	redialMax   = 5 * time.Minute  // the longest wait between dials
 	dialTimeout = 10 * time.Second // one dial attempt
+	wantMembers = 6                // members of a realm to keep connected, if there are
 )
 
 var errPeerRecord = errors.New("bad peer record")
@@ -167,27 +168,7 @@ func (n *Node) isMemberAnywhere(id peer.ID) bool {
 	return false
 }
 
-// members returns every member of every realm held here but this node.
-func (n *Node) members() []peer.ID {
-	seen := make(map[peer.ID]bool)
-	var out []peer.ID
-	for _, rp := range n.replicas() {
-		m := rp.members.Load()
-		if m == nil {
-			continue
-		}
-		for id := range *m {
-			if id != n.host.ID() && !seen[id] {
-				seen[id] = true
-				out = append(out, id)
-			}
-		}
-	}
-	return out
-}
-
-// watchPeers records members' addresses once identify has told them, and
-// resets a member's backoff once it is connected.
+// watchPeers records members' addresses once identify has told them.
 func (n *Node) watchPeers() error {
 	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
 	if err != nil {
@@ -211,22 +192,46 @@ func (n *Node) watchPeers() error {
 	return nil
 }
 
-// redialLoop dials, now and every redialEvery, the members that are not
-// connected and whose addresses are known, each with its own backoff.
+// redialLoop dials members that are not connected (see redialDue), now
+// and every redialEvery, each with its own backoff.
 func (n *Node) redialLoop() {
 	n.redialDue()
 	n.every(redialEvery, n.redialDue)
 }
 
+// redialDue dials, for each realm with fewer than wantMembers of its
+// members connected, as many more as it lacks (whose addresses are known
+// and whose backoff allows). A realm needs a few of its members, not all:
+// gossip reaches the rest through them, and every connection costs each
+// op a copy.
 func (n *Node) redialDue() {
-	for _, id := range n.members() {
-		if n.host.Network().Connectedness(id) == network.Connected {
+	dialing := make(map[peer.ID]bool)
+	for _, rp := range n.replicas() {
+		m := rp.members.Load()
+		if m == nil {
 			continue
 		}
-		if len(n.host.Peerstore().Addrs(id)) == 0 || !n.dueForDial(id) {
-			continue
+		connected := 0
+		var candidates []peer.ID
+		for id := range *m {
+			switch {
+			case id == n.host.ID():
+			case n.host.Network().Connectedness(id) == network.Connected || dialing[id]:
+				connected++
+			case len(n.host.Peerstore().Addrs(id)) > 0:
+				candidates = append(candidates, id)
+			}
 		}
-		n.spawn(func() { n.redial(id) })
+		for _, id := range candidates {
+			if connected >= wantMembers {
+				break
+			}
+			if n.dueForDial(id) {
+				dialing[id] = true
+				connected++
+				n.spawn(func() { n.redial(id) })
+			}
+		}
 	}
 }
 

@@ -50,6 +50,7 @@ func (n *Node) startSync() {
 	n.pulls.running = make(map[peer.ID]*pullDue)
 	n.host.SetStreamHandler(syncProtocol, n.serveSync)
 	n.host.SetStreamHandler(removedProtocol, n.serveRemoved)
+	n.host.SetStreamHandler(addrsProtocol, n.serveAddrs)
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			if n.sharesRealm(c.RemotePeer()) {
@@ -112,6 +113,7 @@ func (n *Node) requestPull(id peer.ID, push bool) {
 			if err := n.pull(n.ctx, id, push); err != nil && n.ctx.Err() == nil {
 				n.log.Debug("catch-up failed", "peer", id, "err", err)
 			}
+			n.addrsDue(id)
 
 			n.pulls.mu.Lock()
 			if !due.again || n.ctx.Err() != nil {
