@@ -112,6 +112,17 @@
 // catch-up range from a member (it refuses one from anyone else), learns
 // that it was removed and writes nothing more to the realm.
 //
+// # Members' addresses
+//
+// After a catch-up with a member, a node asks it over "/realmsync/addrs/1"
+// (at most every two minutes while answers bring addresses) for the
+// addresses of the other members of their shared realms that it is
+// connected to: one message of at most 64 members and 64 KiB (addrs.go).
+// The addresses of those that are members here go into the peerstore for
+// an hour; the redial loop keeps up to six members of each realm
+// connected, dialing those it knows addresses of, so members that joined
+// through one admin find each other without it.
+//
 // # Acceptance
 //
 // An admin issues an offer (package invite) with CreateOffer; it names this
