@@ -392,28 +392,30 @@ func (d *daemon) restart(bin, realm string) (time.Duration, error) {
 
 // catchUp stops b, writes n messages on a, starts b again (it dials the
 // members it knows by itself) and returns how long b took from its start
-// to a's message count, and the bytes that crossed the loopback meanwhile.
-func catchUp(bin string, a, b *daemon, realm string, n int) (time.Duration, int64, error) {
+// to a's message count, the bytes that crossed the loopback meanwhile,
+// and the catch-up rounds that brought b ops (each one round trip).
+func catchUp(bin string, a, b *daemon, realm string, n int) (time.Duration, int64, float64, error) {
 	b.stop()
 	if err := fill(a, realm, n); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	var want struct{ Messages int }
-	if err := a.call("GET", "/v1/realms/"+realm, nil, &want); err != nil {
-		return 0, 0, err
+	want, err := a.messages(realm)
+	if err != nil {
+		return 0, 0, 0, err
 	}
 	wire := loopbackBytes()
 	start := time.Now()
 	if err := b.startAgain(bin); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	for {
-		var got struct{ Messages int }
-		if err := b.call("GET", "/v1/realms/"+realm, nil, &got); err == nil && got.Messages >= want.Messages {
-			return time.Since(start), loopbackBytes() - wire, nil
+		if got, err := b.messages(realm); err == nil && got >= want {
+			took, bytes := time.Since(start), loopbackBytes()-wire
+			m, err := b.metrics("realmsync_catchup_duration_seconds_count")
+			return took, bytes, m["realmsync_catchup_duration_seconds_count"], err
 		}
 		if time.Since(start) > 5*time.Minute {
-			return 0, 0, fmt.Errorf("%s did not catch up within five minutes", b.name)
+			return 0, 0, 0, fmt.Errorf("%s did not catch up within five minutes", b.name)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

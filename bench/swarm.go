@@ -35,7 +35,7 @@ type swarmSizes struct {
 }
 
 var (
-	quickSwarm = swarmSizes{phase: 2 * time.Second, wait: 10 * time.Second}
+	quickSwarm = swarmSizes{phase: 2 * time.Second, wait: 8 * time.Second}
 	longSwarm  = swarmSizes{phase: 20 * time.Second, wait: 3 * time.Minute}
 )
 
