@@ -12,17 +12,21 @@ import (
 	"strings"
 )
 
-// A split is two network namespaces joined by one veth pair: the halves
-// of the partition row. Processes of a half run in its namespace and
-// listen on its address; cutting the veth link cuts every connection
+// A split is the network of the partition row: a namespace per node,
+// each with its own address (as separate machines have: libp2p allows
+// a peer at most 8 connections from one IPv4 address), joined by veth
+// pairs to one of two bridges in a hub namespace, the first half of the
+// nodes to one bridge and the rest to the other, and the bridges joined
+// by one more veth pair. Taking that link down cuts every connection
 // between the halves at once, as a real partition does (established
 // connections stall, new dials fail), and bringing it up heals it.
 // Making namespaces takes root and iproute2's ip; where either is
 // missing, newSplit says why and the partition row is skipped.
 type split struct {
-	ns   [2]string // namespace names
-	ip   [2]string // each half's address on the link
-	link string    // the veth end in the first namespace
+	hub  string
+	ns   []string // a node's namespace
+	ip   []string // and its address
+	link string   // the hub's end of the link between the bridges
 }
 
 // place is where a process runs: a namespace ("" for the bench's own)
@@ -31,7 +35,8 @@ type place struct{ ns, ip string }
 
 var onLoopback = place{ip: "127.0.0.1"}
 
-func newSplit() (*split, error) {
+// newSplit makes the network for n nodes.
+func newSplit(n int) (*split, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("needs root to make network namespaces")
 	}
@@ -39,22 +44,33 @@ func newSplit() (*split, error) {
 		return nil, errors.New("needs iproute2's ip to make network namespaces")
 	}
 	id := os.Getpid() % 100000
-	s := &split{
-		ns:   [2]string{fmt.Sprintf("rsbench-l%d", id), fmt.Sprintf("rsbench-r%d", id)},
-		ip:   [2]string{"10.231.0.1", "10.231.0.2"},
-		link: fmt.Sprintf("rsl%d", id),
-	}
-	peerLink := fmt.Sprintf("rsr%d", id)
+	s := &split{hub: fmt.Sprintf("rsb-hub%d", id), link: "cut0"}
 	steps := [][]string{
-		{"netns", "add", s.ns[0]},
-		{"netns", "add", s.ns[1]},
-		{"link", "add", s.link, "netns", s.ns[0], "type", "veth", "peer", "name", peerLink, "netns", s.ns[1]},
+		{"netns", "add", s.hub},
+		{"-n", s.hub, "link", "add", "br0", "type", "bridge"},
+		{"-n", s.hub, "link", "add", "br1", "type", "bridge"},
+		{"-n", s.hub, "link", "add", "cut0", "type", "veth", "peer", "name", "cut1"},
+		{"-n", s.hub, "link", "set", "cut0", "master", "br0"},
+		{"-n", s.hub, "link", "set", "cut1", "master", "br1"},
 	}
-	for i, dev := range []string{s.link, peerLink} {
+	for _, dev := range []string{"br0", "br1", "cut0", "cut1"} {
+		steps = append(steps, []string{"-n", s.hub, "link", "set", dev, "up"})
+	}
+	for i := range n {
+		ns, dev, port := fmt.Sprintf("rsb-n%d-%d", i, id), fmt.Sprintf("rsb%d-%d", i, id), fmt.Sprintf("p%d", i)
+		s.ns, s.ip = append(s.ns, ns), append(s.ip, fmt.Sprintf("10.231.%d.%d", i/250, i%250+1))
+		bridge := "br0"
+		if i*2 >= n {
+			bridge = "br1"
+		}
 		steps = append(steps,
-			[]string{"-n", s.ns[i], "addr", "add", s.ip[i] + "/24", "dev", dev},
-			[]string{"-n", s.ns[i], "link", "set", dev, "up"},
-			[]string{"-n", s.ns[i], "link", "set", "lo", "up"})
+			[]string{"netns", "add", ns},
+			[]string{"link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", s.hub},
+			[]string{"-n", s.hub, "link", "set", port, "master", bridge},
+			[]string{"-n", s.hub, "link", "set", port, "up"},
+			[]string{"-n", ns, "addr", "add", s.ip[i] + "/16", "dev", dev},
+			[]string{"-n", ns, "link", "set", dev, "up"},
+			[]string{"-n", ns, "link", "set", "lo", "up"})
 	}
 	for _, args := range steps {
 		if err := ipCmd(args...); err != nil {
@@ -65,16 +81,16 @@ func newSplit() (*split, error) {
 	return s, nil
 }
 
-// half returns where the processes of half i (0 or 1) run.
-func (s *split) half(i int) place { return place{ns: s.ns[i], ip: s.ip[i]} }
+// node returns where node i runs.
+func (s *split) node(i int) place { return place{ns: s.ns[i], ip: s.ip[i]} }
 
-// cut takes the link down; heal brings it up again.
-func (s *split) cut() error  { return ipCmd("-n", s.ns[0], "link", "set", s.link, "down") }
-func (s *split) heal() error { return ipCmd("-n", s.ns[0], "link", "set", s.link, "up") }
+// cut takes the link between the halves down; heal brings it up again.
+func (s *split) cut() error  { return ipCmd("-n", s.hub, "link", "set", s.link, "down") }
+func (s *split) heal() error { return ipCmd("-n", s.hub, "link", "set", s.link, "up") }
 
-// close removes both namespaces, and with them the veth pair.
+// close removes the namespaces, and with them every link.
 func (s *split) close() {
-	for _, ns := range s.ns {
+	for _, ns := range append(s.ns, s.hub) {
 		exec.Command("ip", "netns", "del", ns).Run()
 	}
 }

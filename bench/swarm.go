@@ -15,13 +15,15 @@ import (
 // one topic), connected the same way for both systems: node i dials node
 // (i-1)/3, a tree of fan-out three, as people who invite each other
 // build one. realmsync's node i joins through an invite that node
-// (i-1)/3 created, so that is the node it dials (the nodes that invite
-// are admins, the others writers).
+// (i-1)/3 created, so that is the node it dials first (the nodes that
+// invite are admins, the others writers); members then pass on each
+// other's addresses and each node keeps a few more members connected.
+// go-ds-crdt's peers keep the tree.
 //
-// Where network namespaces can be made (root, iproute2), the first half
-// of the nodes runs in one namespace and the second in another, and row
-// 7 cuts the link between them; elsewhere all run on loopback and row 7
-// is skipped with the reason.
+// Where network namespaces can be made (root, iproute2), each node runs
+// in a namespace of its own with its own address, the halves on two
+// bridges, and row 7 cuts the link between the bridges; elsewhere all run
+// on loopback and row 7 is skipped with the reason.
 
 const swarmNodes = 20
 
@@ -36,7 +38,7 @@ type swarmSizes struct {
 
 var (
 	quickSwarm = swarmSizes{phase: 2 * time.Second, wait: 8 * time.Second}
-	longSwarm  = swarmSizes{phase: 20 * time.Second, wait: 3 * time.Minute}
+	longSwarm  = swarmSizes{phase: 20 * time.Second, wait: time.Minute}
 )
 
 // swarmRates are row 3's aggregate write rates; partitionRate is what
@@ -45,14 +47,15 @@ var swarmRates = []float64{50, 200}
 
 const partitionRate = 50.0
 
-// places puts the first half of the nodes on one side of sp and the rest
-// on the other; with no split, all on loopback.
+// places puts each node in its namespace of sp, the first half on one
+// side of the cut and the rest on the other; with no split, all on
+// loopback.
 func places(sp *split) []place {
 	at := make([]place, swarmNodes)
 	for i := range at {
 		at[i] = onLoopback
 		if sp != nil {
-			at[i] = sp.half(i * 2 / swarmNodes)
+			at[i] = sp.node(i)
 		}
 	}
 	return at
@@ -95,7 +98,7 @@ func swarmRows(t *table, bin, tmp string, full bool) error {
 	if full {
 		sz = longSwarm
 	}
-	sp, err := newSplit()
+	sp, err := newSplit(swarmNodes)
 	why := ""
 	if err != nil {
 		sp, why = nil, err.Error()
