@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -267,4 +268,88 @@ func TestPartition(t *testing.T) {
 		t.Fatalf("after healing every node holds %d messages, want 160", len(ids))
 	}
 	t.Logf("converged %s after healing", time.Since(healed).Round(time.Millisecond))
+}
+
+// TestLoad: three daemons, 100,000 messages posted through their APIs by
+// 24 concurrent clients, 8 on each. Afterwards each daemon holds exactly
+// the messages that were acknowledged, each once, in the same order.
+func TestLoad(t *testing.T) {
+	const total, clientsPerNode = 100_000, 8
+	nodes := []*node{newNode(t, "a", onLoopback), newNode(t, "b", onLoopback), newNode(t, "c", onLoopback)}
+	for _, n := range nodes {
+		n.start()
+	}
+	realm := share(t, nodes...)
+	var next atomic.Int64
+	acked := make([][]string, len(nodes)*clientsPerNode)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for c := range acked {
+		n := nodes[c%len(nodes)]
+		wg.Go(func() {
+			for i := next.Add(1); i <= total; i = next.Add(1) {
+				var m api.Message
+				if _, err := n.api.call("POST", "/v1/realms/"+realm+"/messages",
+					map[string]string{"text": fmt.Sprintf("message %d", i)}, &m); err != nil {
+					t.Errorf("%s: message %d: %v", n.name, i, err)
+					return
+				}
+				acked[c] = append(acked[c], m.ID)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	posted := time.Since(start)
+	want := make(map[string]bool, total)
+	for _, ids := range acked {
+		for _, id := range ids {
+			if want[id] {
+				t.Fatalf("message id %s acknowledged twice", id)
+			}
+			want[id] = true
+		}
+	}
+	if len(want) != total {
+		t.Fatalf("%d messages acknowledged, want %d", len(want), total)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for _, n := range nodes {
+		for {
+			var r api.Realm
+			n.call("GET", "/v1/realms/"+realm, nil, &r)
+			if r.Messages >= total {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds %d of %d messages", n.name, r.Messages, total)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	synced := time.Since(start)
+	var first []string
+	for i, n := range nodes {
+		ids, err := n.messageIDs(realm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ids) != total {
+			t.Fatalf("%s holds %d messages, want %d", n.name, len(ids), total)
+		}
+		for _, id := range ids {
+			if !want[id] {
+				t.Fatalf("%s holds message %s, which was never acknowledged", n.name, id)
+			}
+		}
+		if i == 0 {
+			first = ids
+		} else if !slices.Equal(ids, first) {
+			t.Fatalf("%s holds the messages in another order than %s", n.name, nodes[0].name)
+		}
+	}
+	t.Logf("%d messages posted in %s (%.0f/s), on all three daemons after %s", total, posted.Round(time.Millisecond),
+		float64(total)/posted.Seconds(), synced.Round(time.Millisecond))
 }
