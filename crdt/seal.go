@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -160,4 +161,33 @@ func (op *Op) open(keys []*EpochKey) error {
 	}
 	op.Body = body
 	return nil
+}
+
+// KeysWanted returns, in order, the key epochs whose keys this replica
+// needs and lacks: the epoch of each op held back because no key it has
+// opens it, where it is next in its chain, and the realm's current epoch
+// when it has no key for it (it could not write data). Keys reach a
+// member in the acceptance handshake and in the Epoch ops sealed to it; a
+// member admitted while another admin, unaware of it, started an epoch
+// gets that epoch's key from neither, and has to ask a fellow member for
+// it (the daemon does).
+func (r *Realm) KeysWanted() []uint32 {
+	if r.ring == nil || r.genesis == nil {
+		return nil
+	}
+	var out []uint32
+	if len(r.epochKeys(r.acl.epoch)) == 0 {
+		out = append(out, r.acl.epoch)
+	}
+	for a, byseq := range r.pending {
+		var have uint64
+		if h := r.heads[a]; h != nil {
+			have = h.seq
+		}
+		if next, ok := byseq[have+1]; ok && r.locked(next.op) {
+			out = append(out, next.op.Epoch)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

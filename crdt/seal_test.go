@@ -46,9 +46,15 @@ func TestSealed(t *testing.T) {
 	if _, err := b.apply(genesis, t0+2); err != nil {
 		t.Fatal(err)
 	}
+	if got := b.r.KeysWanted(); len(got) != 1 || got[0] != 0 {
+		t.Fatalf("before any op is held, b wants keys of epochs %v, want [0] (it could not write)", got)
+	}
 	res, err := b.apply(wire, t0+2)
 	if err != nil || res.Held != 1 {
 		t.Fatalf("without the key: held %d, err %v; want it held", res.Held, err)
+	}
+	if got := b.r.KeysWanted(); len(got) != 1 || got[0] != 0 {
+		t.Fatalf("with the op held, b wants keys of epochs %v, want [0]", got)
 	}
 	if _, err := b.r.Object(ObjectKey{"notes", "message-one"}); err == nil {
 		t.Fatal("b shows an object it has no key for")
@@ -62,6 +68,9 @@ func TestSealed(t *testing.T) {
 	b.st.Commit(tick)
 	if _, err := b.r.Object(ObjectKey{"notes", "message-one"}); err != nil {
 		t.Fatalf("with the key, b does not show the object: %v", err)
+	}
+	if got := b.r.KeysWanted(); len(got) != 0 {
+		t.Fatalf("with the key, b still wants keys of epochs %v", got)
 	}
 	if b.r.Digest() != a.r.Digest() {
 		t.Fatal("digests differ once the key is here")

@@ -165,6 +165,20 @@
 // removed member has none, and cannot read anything written in the new
 // epoch, even if it receives the ops.
 //
+// A member admitted while another admin, not yet aware of it, started an
+// epoch gets that epoch's key neither way. Its realm then wants keys
+// (crdt.Realm.KeysWanted: ops held back for want of one, or a current
+// epoch without one), and the node asks its connected fellow members for
+// them over "/realmsync/keys/1", at most every two seconds: one ask (a
+// version byte, the realm id, a count and up to 16 uint32 epoch numbers)
+// and one answer (a version byte, a uint16 count and up to 64 keys, each
+// its epoch and 32 bytes), over the encrypted stream. Only a node that
+// counts the asker among the realm's members answers; anyone else sees
+// the stream reset. A removed member is refused wherever the new epoch is
+// known, since its revocation comes first in the revoking admin's chain;
+// a member that left could be handed the new key by a node that holds the
+// admin's Epoch op but not yet the leave, a brief window.
+//
 // # Peers
 //
 // Members' addresses (as identify reports them, and the address dialed)

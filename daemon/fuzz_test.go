@@ -185,3 +185,31 @@ func FuzzDecodeAddrs(f *testing.F) {
 		}
 	})
 }
+
+// FuzzKeyMessages feeds arbitrary bytes to the decoders of a member's ask
+// for epoch keys and of the answer: what either accepts stays within the
+// limits and encodes back to the same bytes.
+func FuzzKeyMessages(f *testing.F) {
+	f.Add((&keyAsk{realm: crdt.RealmID{1}, epochs: []uint32{0, 3}}).encode())
+	f.Add(encodeKeys([]crdt.RealmKey{{Epoch: 1, Key: crdt.EpochKey{9}}, {Epoch: 1, Key: crdt.EpochKey{8}}}))
+	f.Add(encodeKeys(nil))
+	f.Add([]byte{keysVersion, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if a, err := decodeKeyAsk(data); err == nil {
+			if len(a.epochs) == 0 || len(a.epochs) > maxKeysAsked || len(data) > maxKeysAskSize {
+				t.Fatalf("accepted an ask for %d epochs in %d bytes", len(a.epochs), len(data))
+			}
+			if !bytes.Equal(a.encode(), data) {
+				t.Fatal("ask: decode/encode not symmetric")
+			}
+		}
+		if keys, err := decodeKeys(data); err == nil {
+			if len(keys) > maxKeysAnswer || len(data) > maxKeysSize {
+				t.Fatalf("accepted %d keys in %d bytes", len(keys), len(data))
+			}
+			if !bytes.Equal(encodeKeys(keys), data) {
+				t.Fatal("answer: decode/encode not symmetric")
+			}
+		}
+	})
+}

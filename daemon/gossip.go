@@ -255,24 +255,40 @@ func (rp *replica) validate(_ context.Context, from peer.ID, m *pubsub.Message) 
 	if err != nil {
 		rp.n.metrics.rejected.WithLabelValues(rejectReason(err)).Inc()
 	}
+	v := judgeGossip(res, err)
+	switch {
+	case v.pull:
+		rp.n.log.Debug("op refused for now", "realm", rp.id, "peer", from, "op", op, "err", err)
+		rp.n.wantPull(from) // at most one runs per peer; more asks coalesce
+	case v.result == pubsub.ValidationReject:
+		rp.n.log.Info("op rejected", "realm", rp.id, "peer", from, "op", op, "err", err)
+	case v.gap:
+		rp.sawGap(from) // the sender has what comes before
+	}
+	return v.result
+}
+
+// gossipVerdict is what a node makes of a gossip group it applied.
+type gossipVerdict struct {
+	result pubsub.ValidationResult // pass it on, ignore it or reject it
+	pull   bool                    // ask the sender for catch-up
+	gap    bool                    // it was held ahead of a gap
+}
+
+// judgeGossip judges a gossip group by what applying it gave.
+func judgeGossip(res *crdt.Result, err error) gossipVerdict {
 	var eq *crdt.Equivocation
 	switch {
 	case errors.Is(err, crdt.ErrPendingFull):
-		return pubsub.ValidationIgnore
+		return gossipVerdict{result: pubsub.ValidationIgnore}
 	case errors.Is(err, crdt.ErrNotMember), errors.Is(err, crdt.ErrNotPermitted):
-		rp.n.log.Debug("op refused for now", "realm", rp.id, "peer", from, "op", op, "err", err)
-		rp.n.wantPull(from) // at most one runs per peer; more asks coalesce
-		return pubsub.ValidationIgnore
+		return gossipVerdict{result: pubsub.ValidationIgnore, pull: true}
 	case errors.As(err, &eq):
-		return pubsub.ValidationIgnore
+		return gossipVerdict{result: pubsub.ValidationIgnore}
 	case err != nil:
-		rp.n.log.Info("op rejected", "realm", rp.id, "peer", from, "op", op, "err", err)
-		return pubsub.ValidationReject
+		return gossipVerdict{result: pubsub.ValidationReject}
 	case len(res.Stored) == 0 && res.Held == 0:
-		return pubsub.ValidationIgnore // a duplicate: others have it too
+		return gossipVerdict{result: pubsub.ValidationIgnore} // a duplicate: others have it too
 	}
-	if res.Held > 0 {
-		rp.sawGap(from) // the sender has what comes before
-	}
-	return pubsub.ValidationAccept
+	return gossipVerdict{result: pubsub.ValidationAccept, gap: res.Held > 0}
 }

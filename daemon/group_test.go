@@ -104,7 +104,7 @@ func TestServeEndsRangesAtSignedOps(t *testing.T) {
 
 	var buf bytes.Buffer
 	w := bufio.NewWriter(&buf)
-	sent, err := rp.serveChain(w, a.Author(), 1, head, func() {})
+	sent, err := serveChain(w, rp.r, a.Author(), 1, head, func() {})
 	if err != nil {
 		t.Fatal(err)
 	}

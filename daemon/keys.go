@@ -129,10 +129,15 @@ func (k *keyring) add(rk crdt.RealmKey) bool {
 
 // loadKeys reads the stored keys of a realm.
 func (n *Node) loadKeys(realm crdt.RealmID) (*keyring, error) {
-	k := &keyring{realm: realm, self: n.self, priv: n.priv, keys: make(map[uint32][]*crdt.EpochKey)}
+	return loadKeyring(n.st, realm, n.self, n.priv)
+}
+
+// loadKeyring reads the realm's epoch keys from st into a keyring.
+func loadKeyring(st crdt.Storage, realm crdt.RealmID, self crdt.PublicKey, priv ed25519.PrivateKey) (*keyring, error) {
+	k := &keyring{realm: realm, self: self, priv: priv, keys: make(map[uint32][]*crdt.EpochKey)}
 	prefix := keysPrefix + realm.String() + "/"
 	var bad error
-	err := n.st.Scan(prefix, "", func(key string, val []byte) bool {
+	err := st.Scan(prefix, "", func(key string, val []byte) bool {
 		epoch, _, _ := strings.Cut(key[len(prefix):], "/")
 		num, err := strconv.ParseUint(epoch, 16, 32)
 		if err != nil || len(val) != len(crdt.EpochKey{}) {

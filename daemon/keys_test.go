@@ -211,3 +211,64 @@ func TestLeaveRotates(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyFetchedFromMember: a admits c while b, cut off from a, starts a
+// new key epoch without knowing of c and writes in it. c has no box in
+// b's Epoch op, and a handed it only the keys it had then; once the cut
+// heals, c asks a fellow member for the missing key and reads what b
+// wrote, and from then on writes in the new epoch itself. A node that is
+// not a member asks in vain.
+func TestKeyFetchedFromMember(t *testing.T) {
+	ctx := context.Background()
+	nt := newNet(t)
+	a, b, c := nt.add("a", time.Second), nt.add("b", time.Second), nt.add("c", time.Second)
+	id := createRealm(t, a, "late keys")
+	admit(t, a, b, id, crdt.RoleAdmin)
+	connect(t, a, b)
+	converge(t, id, a, b)
+
+	nt.split([]*Node{a, c}, []*Node{b})
+	if err := b.rotateKey(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Write(ctx, id, message("from b in epoch 1")); err != nil {
+		t.Fatal(err)
+	}
+	admit(t, a, c, id, crdt.RoleWriter)
+	connect(t, a, c)
+	converge(t, id, a, c)
+	nt.heal([]*Node{a, c}, []*Node{b})
+	connect(t, a, b)
+	connect(t, b, c)
+	converge(t, id, a, b, c)
+
+	rp, err := c.replica(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rp.ring.EpochKeys(1)) != 1 {
+		t.Fatal("c does not hold the key of epoch 1")
+	}
+	for _, n := range []*Node{a, b, c} {
+		n.View(id, func(r *crdt.Realm) error {
+			if _, err := r.Object(crdt.ObjectKey{Collection: crdt.MessagesCollection, ID: "from b in epoch 1"}); err != nil {
+				t.Errorf("%s does not show b's message: %v", n.cfg.Name, err)
+			}
+			return nil
+		})
+	}
+	op, err := c.Write(ctx, id, message("from c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Epoch != 1 {
+		t.Errorf("c writes in epoch %d, want 1", op.Epoch)
+	}
+
+	// A stranger who knows the realm id gets no keys.
+	d := nt.add("d", time.Second)
+	connect(t, d, a)
+	if keys, err := d.askKeys(a.ID(), &keyAsk{realm: id, epochs: []uint32{0, 1}}); err == nil {
+		t.Fatalf("a stranger was answered with %d keys", len(keys))
+	}
+}

@@ -44,8 +44,10 @@ type replica struct {
 	gap     atomic.Pointer[gapSeen]          // the oldest gap not yet pulled
 	durable atomic.Uint64                    // this node's newest op known to be on disk
 
-	joinPulled time.Time // the last pull for a realm not started; under mu
-	created    time.Time // when this node started holding the realm
+	joinPulled time.Time   // the last pull for a realm not started; under mu
+	keysAsked  time.Time   // the last ask for epoch keys (keyask.go); under mu
+	keysAsking atomic.Bool // an ask for epoch keys is under way
+	created    time.Time   // when this node started holding the realm
 
 	// The objects (chat messages aside) that changed lately, numbered,
 	// for ObjectChanges; under mu.
@@ -147,16 +149,10 @@ func (rp *replica) apply(ops []*crdt.Op, ranged bool) (*crdt.Result, error) {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	b := crdt.NewBatch()
-	var res *crdt.Result
-	var err error
-	if ranged {
-		res, err = rp.r.ApplyRange(b, ops, rp.n.nowMs())
-	} else {
-		res, err = rp.r.ApplyGroup(b, ops, rp.n.nowMs())
-	}
+	res, err, everr := applyPeerOps(rp.r, b, ops, ranged, rp.n.nowMs())
 	var eq *crdt.Equivocation
 	if errors.As(err, &eq) {
-		if _, everr := rp.r.ApplyEvidence(b, eq); everr != nil {
+		if everr != nil {
 			rp.n.log.Warn("bad equivocation evidence", "realm", rp.id, "err", everr)
 		}
 		rp.n.log.Warn("equivocation", "realm", rp.id, "author", eq.Held.Author.Short(),
@@ -181,6 +177,23 @@ func (rp *replica) apply(ops []*crdt.Op, ranged bool) (*crdt.Result, error) {
 	return res, err
 }
 
+// applyPeerOps applies ops a peer sent to r, a catch-up range or a gossip
+// group, staging the writes in b. When they reveal an equivocation, its
+// evidence is applied too (evErr says if that failed), so that every
+// replica freezes the chain at the same op.
+func applyPeerOps(r *crdt.Realm, b *crdt.Batch, ops []*crdt.Op, ranged bool, nowMs int64) (res *crdt.Result, err, evErr error) {
+	if ranged {
+		res, err = r.ApplyRange(b, ops, nowMs)
+	} else {
+		res, err = r.ApplyGroup(b, ops, nowMs)
+	}
+	var eq *crdt.Equivocation
+	if errors.As(err, &eq) {
+		_, evErr = r.ApplyEvidence(b, eq)
+	}
+	return res, err, evErr
+}
+
 // tick releases held-back ops whose time has come, and pulls a gap that
 // has stayed open for gapWait.
 func (rp *replica) tick() {
@@ -196,6 +209,7 @@ func (rp *replica) tick() {
 	}
 	rp.changedLocked(res)
 	rp.pullToJoinLocked()
+	rp.wantKeysLocked()
 
 	g := rp.gap.Load()
 	if g == nil || time.Since(g.at) < gapWait {

@@ -51,6 +51,7 @@ func (n *Node) startSync() {
 	n.host.SetStreamHandler(syncProtocol, n.serveSync)
 	n.host.SetStreamHandler(removedProtocol, n.serveRemoved)
 	n.host.SetStreamHandler(addrsProtocol, n.serveAddrs)
+	n.host.SetStreamHandler(keysProtocol, n.serveKeys)
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			if n.sharesRealm(c.RemotePeer()) {
@@ -194,12 +195,12 @@ func (n *Node) pullOnce(ctx context.Context, id peer.ID, push bool) (again bool,
 			return again, err
 		}
 		res, err := rp.apply(f.ops, true)
+		more, cut := judgeRange(err)
 		switch {
-		case errors.Is(err, crdt.ErrNotMember):
-			again = true // the grant may be in a range still to come
-		case errors.Is(err, crdt.ErrBadSignature), errors.Is(err, crdt.ErrBrokenChain),
-			errors.Is(err, crdt.ErrMalformed), errors.Is(err, crdt.ErrWrongRealm):
+		case cut:
 			return again, n.cutOff(s, id, err)
+		case more:
+			again = true
 		case err != nil:
 			n.log.Debug("catch-up range refused", "realm", f.realm, "peer", id, "err", err)
 		}
@@ -215,6 +216,21 @@ func (n *Node) pullOnce(ctx context.Context, id peer.ID, push bool) (again bool,
 		n.spread()
 	}
 	return again, nil
+}
+
+// judgeRange says what the error of applying a catch-up range means:
+// again, that another round may take the range (the grant that admits its
+// author may be in a range still to come); cut, that the peer broke the
+// protocol and is cut off.
+func judgeRange(err error) (again, cut bool) {
+	switch {
+	case errors.Is(err, crdt.ErrNotMember):
+		return true, false
+	case errors.Is(err, crdt.ErrBadSignature), errors.Is(err, crdt.ErrBrokenChain),
+		errors.Is(err, crdt.ErrMalformed), errors.Is(err, crdt.ErrWrongRealm):
+		return false, true
+	}
+	return false, false
 }
 
 // rangesAhead is how many decoded ranges may wait to be applied: with
@@ -388,13 +404,23 @@ func (rp *replica) behind(theirs map[crdt.PublicKey]uint64) bool {
 	return false
 }
 
-// serve writes the ranges the asker lacks, given its version vector. The
-// creator's chain goes first: it holds the grants that admit the others.
+// serve writes the ranges the asker lacks, given its version vector.
 func (rp *replica) serve(w *bufio.Writer, theirs map[crdt.PublicKey]uint64, tick func()) (int, error) {
-	rp.mu.Lock()
-	mine := rp.r.VersionVector()
-	creator := rp.r.Meta().Creator
-	rp.mu.Unlock()
+	return serveRealm(w, rp.r, &rp.mu, theirs, rp.n.Author(), rp.durable.Load(), tick)
+}
+
+// serveRealm writes the ranges of r that an asker with version vector
+// theirs lacks; lock guards r's memory (the ops are read from the store
+// unlocked). Of self's chain, this node's own, only ops up to durable are
+// sent: a crash could undo the rest, and this node would then write other
+// ops at those seqs. The creator's chain goes first: it holds the grants
+// that admit the others.
+func serveRealm(w *bufio.Writer, r *crdt.Realm, lock sync.Locker, theirs map[crdt.PublicKey]uint64,
+	self crdt.PublicKey, durable uint64, tick func()) (int, error) {
+	lock.Lock()
+	mine := r.VersionVector()
+	creator := r.Meta().Creator
+	lock.Unlock()
 
 	authors := make([]crdt.PublicKey, 0, len(mine))
 	for a, head := range mine {
@@ -414,12 +440,10 @@ func (rp *replica) serve(w *bufio.Writer, theirs map[crdt.PublicKey]uint64, tick
 	sent := 0
 	for _, a := range authors {
 		to := mine[a]
-		if a == rp.n.Author() {
-			// Only what is on disk: a crash could undo the rest, and this
-			// node would then write other ops at those seqs.
-			to = min(to, rp.durable.Load())
+		if a == self {
+			to = min(to, durable)
 		}
-		k, err := rp.serveChain(w, a, theirs[a]+1, to, tick)
+		k, err := serveChain(w, r, a, theirs[a]+1, to, tick)
 		sent += k
 		if err != nil {
 			return sent, err
@@ -437,12 +461,12 @@ func (rp *replica) serve(w *bufio.Writer, theirs map[crdt.PublicKey]uint64, tick
 // its limits. The unsigned ops at the end of a chain whose signed op is
 // not here yet, and a chain whose author signed nothing it could end on,
 // are not sent.
-func (rp *replica) serveChain(w *bufio.Writer, author crdt.PublicKey, from, to uint64, tick func()) (int, error) {
+func serveChain(w *bufio.Writer, r *crdt.Realm, author crdt.PublicKey, from, to uint64, tick func()) (int, error) {
 	var ops []*crdt.Op
 	size, sent := 0, 0
 	send := func(k int) error {
 		tick()
-		if err := writeFrame(w, frameRange, encodeRange(rp.id, ops[:k])); err != nil {
+		if err := writeFrame(w, frameRange, encodeRange(r.ID(), ops[:k])); err != nil {
 			return err
 		}
 		sent += k
@@ -455,7 +479,7 @@ func (rp *replica) serveChain(w *bufio.Writer, author crdt.PublicKey, from, to u
 	}
 	var werr error
 	// Ops reads the store only, so the realm stays unlocked.
-	err := rp.r.Ops(author, from, func(op *crdt.Op) bool {
+	err := r.Ops(author, from, func(op *crdt.Op) bool {
 		if op.Seq > to {
 			return false
 		}

@@ -1,0 +1,246 @@
+package daemon
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/realmsync/realmsync/crdt"
+)
+
+// keysProtocol lets a member fetch from a fellow member the epoch keys it
+// lacks.
+//
+// Keys reach a member in the acceptance response (every key the honouring
+// admin has) and in the Epoch ops that start new epochs (sealed to each
+// member the starting admin knows of). A member admitted while another
+// admin, not yet aware of it, started an epoch gets that key from
+// neither: its box is missing from the Epoch op, and the admin that
+// admitted it did not have the key yet. Every op sealed in that epoch
+// would wait on it for good, and with each such op the rest of its
+// author's chain. So a member whose realm wants keys
+// (crdt.Realm.KeysWanted) asks its connected fellow members for them,
+// one after the other, at most every keysAskEvery.
+//
+// The ask is one message: a version byte, the realm id, a count and that
+// many big-endian uint32 epoch numbers (at most maxKeysAsked). A node that
+// holds the realm and counts the asker among its members answers with the
+// keys it has of those epochs: the version byte, a big-endian uint16
+// count (at most maxKeysAnswer), and per key its epoch and its 32 bytes.
+// Anyone else gets no answer: the stream is reset. The keys travel over
+// the libp2p connection, encrypted to the asker's peer key, as in the
+// acceptance response. A member removed by a revocation is refused by
+// every node that holds the new epoch's Epoch op, since the revoking
+// admin writes the revocation first in the same chain. A member that left
+// is refused by every node that holds its Leave; one that holds the
+// Epoch op that followed the leave but not the leave itself, which is
+// rare and brief, would hand it the new key.
+const (
+	keysProtocol   = "/realmsync/keys/1"
+	keysVersion    = 1
+	maxKeysAsked   = 16
+	maxKeysAnswer  = 64
+	maxKeysAskSize = 1 + len(crdt.RealmID{}) + 1 + 4*maxKeysAsked
+	maxKeysSize    = 1 + 2 + maxKeysAnswer*(4+len(crdt.EpochKey{}))
+	keysTimeout    = 10 * time.Second
+	keysAskEvery   = 2 * time.Second
+)
+
+var errKeys = errors.New("bad key message")
+
+// keyAsk is what a member asks for: keys of some epochs of one realm.
+type keyAsk struct {
+	realm  crdt.RealmID
+	epochs []uint32
+}
+
+func (a *keyAsk) encode() []byte {
+	b := append([]byte{keysVersion}, a.realm[:]...)
+	b = append(b, byte(len(a.epochs)))
+	for _, e := range a.epochs {
+		b = binary.BigEndian.AppendUint32(b, e)
+	}
+	return b
+}
+
+func decodeKeyAsk(b []byte) (*keyAsk, error) {
+	head := 1 + len(crdt.RealmID{}) + 1
+	if len(b) < head || b[0] != keysVersion {
+		return nil, fmt.Errorf("%w: ask too short or of another version", errKeys)
+	}
+	a := &keyAsk{}
+	copy(a.realm[:], b[1:])
+	count := int(b[head-1])
+	if count == 0 || count > maxKeysAsked || len(b) != head+4*count {
+		return nil, fmt.Errorf("%w: ask for %d epochs in %d bytes", errKeys, count, len(b))
+	}
+	for i := range count {
+		a.epochs = append(a.epochs, binary.BigEndian.Uint32(b[head+4*i:]))
+	}
+	return a, nil
+}
+
+func encodeKeys(keys []crdt.RealmKey) []byte {
+	b := binary.BigEndian.AppendUint16([]byte{keysVersion}, uint16(len(keys)))
+	for _, k := range keys {
+		b = binary.BigEndian.AppendUint32(b, k.Epoch)
+		b = append(b, k.Key[:]...)
+	}
+	return b
+}
+
+func decodeKeys(b []byte) ([]crdt.RealmKey, error) {
+	const entry = 4 + len(crdt.EpochKey{})
+	if len(b) < 3 || b[0] != keysVersion {
+		return nil, fmt.Errorf("%w: answer too short or of another version", errKeys)
+	}
+	count := int(binary.BigEndian.Uint16(b[1:]))
+	if count > maxKeysAnswer || len(b) != 3+entry*count {
+		return nil, fmt.Errorf("%w: %d keys in %d bytes", errKeys, count, len(b))
+	}
+	keys := make([]crdt.RealmKey, count)
+	for i := range keys {
+		e := b[3+entry*i:]
+		keys[i].Epoch = binary.BigEndian.Uint32(e)
+		copy(keys[i].Key[:], e[4:entry])
+	}
+	return keys, nil
+}
+
+// serveKeys answers a member's ask for epoch keys.
+func (n *Node) serveKeys(s network.Stream) {
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(keysTimeout))
+	from := s.Conn().RemotePeer()
+	raw, err := io.ReadAll(io.LimitReader(s, int64(maxKeysAskSize)+1))
+	if err != nil {
+		s.Reset()
+		return
+	}
+	a, err := decodeKeyAsk(raw)
+	if err != nil {
+		n.log.Info("key ask refused", "peer", from, "err", err)
+		s.Reset()
+		return
+	}
+	rp, err := n.replica(a.realm)
+	if err != nil || !rp.isMember(from) {
+		s.Reset() // never say what realms are held to a non-member
+		return
+	}
+	keys := answerKeys(rp.ring, a.epochs)
+	n.log.Info("epoch keys handed to a member", "realm", a.realm, "peer", from, "epochs", a.epochs, "keys", len(keys))
+	s.Write(encodeKeys(keys))
+}
+
+// answerKeys returns the keys ring has of the epochs asked for, as many as
+// an answer holds.
+func answerKeys(ring *keyring, epochs []uint32) []crdt.RealmKey {
+	var keys []crdt.RealmKey
+	for _, e := range epochs {
+		for _, k := range ring.EpochKeys(e) {
+			if len(keys) < maxKeysAnswer {
+				keys = append(keys, crdt.RealmKey{Epoch: e, Key: *k})
+			}
+		}
+	}
+	return keys
+}
+
+// keysToKeep returns the keys of an answer that are of the epochs asked
+// for.
+func keysToKeep(keys []crdt.RealmKey, asked []uint32) []crdt.RealmKey {
+	return slices.DeleteFunc(keys, func(k crdt.RealmKey) bool { return !slices.Contains(asked, k.Epoch) })
+}
+
+// wantKeysLocked starts asking the connected members for the keys the
+// realm wants, unless an ask is under way or was made within
+// keysAskEvery. The caller holds rp.mu.
+func (rp *replica) wantKeysLocked() {
+	if rp.r.Role(rp.n.self) == crdt.RoleNone || time.Since(rp.keysAsked) < keysAskEvery {
+		return
+	}
+	wanted := rp.r.KeysWanted()
+	if len(wanted) == 0 || !rp.keysAsking.CompareAndSwap(false, true) {
+		return
+	}
+	rp.keysAsked = time.Now()
+	rp.n.spawn(func() {
+		defer rp.keysAsking.Store(false)
+		rp.fetchKeys(wanted)
+	})
+}
+
+// fetchKeys asks the connected members, one after the other, for the keys
+// of the wanted epochs, and keeps those it gets, until the realm wants
+// none.
+func (rp *replica) fetchKeys(wanted []uint32) {
+	n := rp.n
+	if len(wanted) > maxKeysAsked {
+		wanted = wanted[:maxKeysAsked]
+	}
+	for _, id := range n.host.Network().Peers() {
+		if !rp.isMember(id) {
+			continue
+		}
+		keys, err := n.askKeys(id, &keyAsk{realm: rp.id, epochs: wanted})
+		if err != nil {
+			n.log.Debug("epoch keys not fetched", "realm", rp.id, "peer", id, "err", err)
+			continue
+		}
+		keys = keysToKeep(keys, wanted)
+		if len(keys) == 0 {
+			continue
+		}
+		b := crdt.NewBatch()
+		rp.ring.put(b, rp.id, keys)
+		if b.Len() > 0 {
+			if err := n.st.Commit(n.ctx, b); err != nil {
+				n.storeFailed(err)
+				return
+			}
+			n.log.Info("epoch keys fetched from a member", "realm", rp.id, "peer", id, "epochs", wanted, "keys", len(keys))
+		}
+		rp.tick() // the ops that waited for them
+		rp.mu.Lock()
+		wanted = rp.r.KeysWanted()
+		rp.mu.Unlock()
+		if len(wanted) == 0 || n.ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// askKeys asks member id for keys.
+func (n *Node) askKeys(id peer.ID, a *keyAsk) ([]crdt.RealmKey, error) {
+	ctx, cancel := context.WithTimeout(n.ctx, keysTimeout)
+	defer cancel()
+	s, err := n.host.NewStream(ctx, id, keysProtocol)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(keysTimeout))
+	if _, err := s.Write(a.encode()); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	s.CloseWrite()
+	raw, err := io.ReadAll(io.LimitReader(s, int64(maxKeysSize)+1))
+	if err != nil {
+		return nil, err
+	}
+	keys, err := decodeKeys(raw)
+	if err != nil {
+		s.Reset()
+		return nil, err
+	}
+	return keys, nil
+}
