@@ -21,7 +21,7 @@ import (
 // waitFor is how long a test waits for gossip to arrive on loopback.
 const waitFor = 20 * time.Second
 
-func newTestNode(t *testing.T, name string) *Node {
+func newTestNode(t testing.TB, name string) *Node {
 	t.Helper()
 	n, err := New(Config{
 		DataDir: t.TempDir(),
@@ -38,7 +38,7 @@ func newTestNode(t *testing.T, name string) *Node {
 
 // testLogger logs to the test's output at debug level when the test
 // runs with -v, and nowhere otherwise.
-func testLogger(t *testing.T, name string) *slog.Logger {
+func testLogger(t testing.TB, name string) *slog.Logger {
 	if !testing.Verbose() {
 		return nil
 	}
@@ -46,7 +46,7 @@ func testLogger(t *testing.T, name string) *slog.Logger {
 	return slog.New(h).With("node", name)
 }
 
-func connect(t *testing.T, a, b *Node) {
+func connect(t testing.TB, a, b *Node) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -56,7 +56,7 @@ func connect(t *testing.T, a, b *Node) {
 }
 
 // createRealm creates a realm on n.
-func createRealm(t *testing.T, n *Node, name string) crdt.RealmID {
+func createRealm(t testing.TB, n *Node, name string) crdt.RealmID {
 	t.Helper()
 	id, err := n.CreateRealm(context.Background(), name)
 	if err != nil {
@@ -68,7 +68,7 @@ func createRealm(t *testing.T, n *Node, name string) crdt.RealmID {
 // admit makes b a member of a's realm, as the acceptance handshake will:
 // a grants b a role, and b starts holding the realm, which catch-up with
 // a member then fills.
-func admit(t *testing.T, a, b *Node, id crdt.RealmID, role crdt.Role) {
+func admit(t testing.TB, a, b *Node, id crdt.RealmID, role crdt.Role) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := a.Write(ctx, id, &crdt.Grant{Member: b.Author(), Role: role, FromSeq: 1, Name: b.cfg.Name}); err != nil {
@@ -92,7 +92,7 @@ func joined(t *testing.T, a, b *Node, id crdt.RealmID, role crdt.Role) {
 	converge(t, id, a, b)
 }
 
-func digest(t *testing.T, n *Node, id crdt.RealmID) crdt.Hash {
+func digest(t testing.TB, n *Node, id crdt.RealmID) crdt.Hash {
 	t.Helper()
 	var d crdt.Hash
 	if err := n.View(id, func(r *crdt.Realm) error { d = r.Digest(); return nil }); err != nil {
@@ -102,7 +102,7 @@ func digest(t *testing.T, n *Node, id crdt.RealmID) crdt.Hash {
 }
 
 // converge waits until every node shows the same digest of the realm.
-func converge(t *testing.T, id crdt.RealmID, nodes ...*Node) {
+func converge(t testing.TB, id crdt.RealmID, nodes ...*Node) {
 	t.Helper()
 	deadline := time.After(waitFor)
 	for {
@@ -137,7 +137,7 @@ func converge(t *testing.T, id crdt.RealmID, nodes ...*Node) {
 }
 
 // meshed waits until a counts b among the peers of the realm's topic.
-func meshed(t *testing.T, a, b *Node, id crdt.RealmID) {
+func meshed(t testing.TB, a, b *Node, id crdt.RealmID) {
 	t.Helper()
 	rp, err := a.replica(id)
 	if err != nil {
@@ -213,7 +213,7 @@ func heads(r *crdt.Realm) map[string]uint64 {
 
 // outsider is a plain libp2p host with a pubsub router of its own: what a
 // node that merely knows a realm's id can do.
-func outsider(t *testing.T, flood bool) (host.Host, *pubsub.PubSub) {
+func outsider(t testing.TB, flood bool) (host.Host, *pubsub.PubSub) {
 	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	if err != nil {
