@@ -337,9 +337,44 @@ func (n *Node) Accept(ctx context.Context, o *invite.Offer) (crdt.RealmID, error
 			return crdt.RealmID{}, err
 		}
 		n.log.Info("joined realm", "realm", o.Realm, "role", a.resp.Role)
+		n.awaitAdmitted(o.Realm)
 		return o.Realm, nil
 	}
 	return crdt.RealmID{}, unreachable
+}
+
+// admittedWait is how long Accept waits, at most, for the ops that admit
+// this node to arrive by catch-up from the node that honoured the offer.
+const admittedWait = 5 * time.Second
+
+// awaitAdmitted waits, up to admittedWait, until the realm's ops that
+// admit this node are here: the realm's start and this node's grant, so
+// that a write right after Accept is allowed. Past that, the realm is
+// joined all the same, and catch-up brings them later.
+func (n *Node) awaitAdmitted(id crdt.RealmID) {
+	rp, err := n.replica(id)
+	if err != nil {
+		return
+	}
+	timeout := time.NewTimer(admittedWait)
+	defer timeout.Stop()
+	for {
+		changed := rp.changed()
+		rp.mu.Lock()
+		in := rp.r.Role(n.self) != crdt.RoleNone
+		rp.mu.Unlock()
+		if in {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout.C:
+			n.log.Info("joined realm before its ops arrived", "realm", id)
+			return
+		case <-n.ctx.Done():
+			return
+		}
+	}
 }
 
 // present dials one node of an offer and presents the request. It

@@ -28,6 +28,13 @@ import (
 const childEnv = "REALMSYNC_TEST_CHILD"
 
 func TestMain(m *testing.M) {
+	if cfg := os.Getenv(rogueEnv); cfg != "" {
+		if err := runRogue(cfg, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "rogue:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if dir := os.Getenv(childEnv); dir != "" {
 		if err := runChild(dir, os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
