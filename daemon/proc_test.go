@@ -287,15 +287,16 @@ type proc struct {
 	addr []string
 }
 
-// startProc starts a node in a child process.
-func startProc(tb testing.TB, name string) *proc {
+// startSelf runs this test binary again with env added to its
+// environment, and returns the running command and its stdin and stdout.
+func startSelf(tb testing.TB, env ...string) (*exec.Cmd, io.WriteCloser, io.ReadCloser) {
 	tb.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+tb.TempDir(), childEnv+"_NAME="+name)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -308,6 +309,13 @@ func startProc(tb testing.TB, name string) *proc {
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
+	return cmd, in, out
+}
+
+// startProc starts a node in a child process.
+func startProc(tb testing.TB, name string) *proc {
+	tb.Helper()
+	cmd, in, out := startSelf(tb, childEnv+"="+tb.TempDir(), childEnv+"_NAME="+name)
 	p := &proc{tb: tb, name: name, cmd: cmd, in: in, out: json.NewDecoder(out)}
 	tb.Cleanup(p.stop)
 	info := p.call(request{Op: "info"})

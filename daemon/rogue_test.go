@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"sync"
@@ -377,25 +375,8 @@ type rogueConfig struct {
 // startRogueProc starts the rogue child and waits until it floods; the
 // function it returns stops it and returns how many messages it sent.
 func startRogueProc(tb testing.TB, cfg rogueConfig) func() int {
-	exe, err := os.Executable()
-	if err != nil {
-		tb.Fatal(err)
-	}
 	raw, _ := json.Marshal(cfg)
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), rogueEnv+"="+string(raw))
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
+	cmd, in, out := startSelf(tb, rogueEnv+"="+string(raw))
 	lines := bufio.NewScanner(out)
 	if !lines.Scan() || lines.Text() != "flooding" {
 		cmd.Process.Kill()
