@@ -141,8 +141,8 @@
 // op ahead of a gap, and Tick applies it once a key that opens it is
 // there (an epoch can have two keys when two admins start it at once, and
 // the second may come with a later range). KeysWanted names the epochs
-// whose keys such held ops, or a current epoch without a key, wait for. A
-// keyring that is also an
+// whose keys such held ops wait for, and KeyOpens tells whether a key
+// from elsewhere opens one of them. A keyring that is also an
 // EpochObserver hears of each Epoch op as it is stored. Stored ops keep
 // their sealed encoding; the materialised state is in the clear, on the
 // member's own disk.

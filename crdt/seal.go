@@ -163,31 +163,71 @@ func (op *Op) open(keys []*EpochKey) error {
 	return nil
 }
 
-// KeysWanted returns, in order, the key epochs whose keys this replica
-// needs and lacks: the epoch of each op held back because no key it has
-// opens it, where it is next in its chain, and the realm's current epoch
-// when it has no key for it (it could not write data). Keys reach a
-// member in the acceptance handshake and in the Epoch ops sealed to it; a
-// member admitted while another admin, unaware of it, started an epoch
-// gets that epoch's key from neither, and has to ask a fellow member for
-// it (the daemon does).
+// KeysWanted returns, in order, the key epochs of the ops held back
+// because no key this replica has opens them, where such an op is next in
+// its chain. Keys reach a member in the acceptance handshake and in the
+// Epoch ops sealed to it; a member admitted while another admin, unaware
+// of it, started an epoch gets that epoch's key from neither, and has to
+// ask a fellow member for it (the daemon does). KeyOpens tells a key that
+// came so from a made-up one.
 func (r *Realm) KeysWanted() []uint32 {
-	if r.ring == nil || r.genesis == nil {
-		return nil
-	}
 	var out []uint32
-	if len(r.epochKeys(r.acl.epoch)) == 0 {
-		out = append(out, r.acl.epoch)
+	for _, op := range r.lockedHeads() {
+		out = append(out, op.Epoch)
 	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// KeyOpens reports whether key opens an op held back for want of a key of
+// epoch n: whether it is a key of that epoch that some member really
+// sealed with. (A member can seal its own ops with any key it likes, so a
+// key that opens only its ops proves no more than that.)
+func (r *Realm) KeyOpens(n uint32, key *EpochKey) bool {
+	for _, op := range r.lockedHeads() {
+		if op.Epoch != n {
+			continue
+		}
+		sb := op.Body.(*Sealed)
+		aead, err := chacha20poly1305.NewX(key[:])
+		if err != nil {
+			return false
+		}
+		if _, err := aead.Open(nil, sb.Nonce[:], sb.Box, op.sealedAD(sb.Inner)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// lockedHeads returns the held ops that are next in their chains and that
+// no key this replica has opens.
+func (r *Realm) lockedHeads() []*Op {
+	var out []*Op
 	for a, byseq := range r.pending {
 		var have uint64
 		if h := r.heads[a]; h != nil {
 			have = h.seq
 		}
 		if next, ok := byseq[have+1]; ok && r.locked(next.op) {
-			out = append(out, next.op.Epoch)
+			out = append(out, next.op)
 		}
 	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	return out
+}
+
+// SealedTo returns the boxes that the stored Epoch ops of epoch n seal to
+// member, one for each such op that has one.
+func (r *Realm) SealedTo(n uint32, member PublicKey) [][]byte {
+	var out [][]byte
+	for _, op := range r.mship {
+		if e, ok := op.Body.(*Epoch); ok && e.Number == n {
+			for _, k := range e.Keys {
+				if k.Member == member {
+					out = append(out, k.Box)
+				}
+			}
+		}
+	}
+	return out
 }

@@ -46,8 +46,8 @@ func TestSealed(t *testing.T) {
 	if _, err := b.apply(genesis, t0+2); err != nil {
 		t.Fatal(err)
 	}
-	if got := b.r.KeysWanted(); len(got) != 1 || got[0] != 0 {
-		t.Fatalf("before any op is held, b wants keys of epochs %v, want [0] (it could not write)", got)
+	if got := b.r.KeysWanted(); len(got) != 0 {
+		t.Fatalf("before any op is held, b wants keys of epochs %v", got)
 	}
 	res, err := b.apply(wire, t0+2)
 	if err != nil || res.Held != 1 {
@@ -55,6 +55,9 @@ func TestSealed(t *testing.T) {
 	}
 	if got := b.r.KeysWanted(); len(got) != 1 || got[0] != 0 {
 		t.Fatalf("with the op held, b wants keys of epochs %v, want [0]", got)
+	}
+	if b.r.KeyOpens(0, &EpochKey{8}) || b.r.KeyOpens(1, key) || !b.r.KeyOpens(0, key) {
+		t.Fatal("KeyOpens tells keys apart wrongly")
 	}
 	if _, err := b.r.Object(ObjectKey{"notes", "message-one"}); err == nil {
 		t.Fatal("b shows an object it has no key for")

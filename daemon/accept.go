@@ -304,6 +304,7 @@ func (n *Node) Accept(ctx context.Context, o *invite.Offer) (crdt.RealmID, error
 	}
 	req := (&invite.Request{Offer: o.Marshal(), Name: n.cfg.Name, Head: head}).Marshal()
 
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, acceptTimeout)
 	type answer struct {
 		resp  *invite.Response
@@ -337,7 +338,7 @@ func (n *Node) Accept(ctx context.Context, o *invite.Offer) (crdt.RealmID, error
 			return crdt.RealmID{}, err
 		}
 		n.log.Info("joined realm", "realm", o.Realm, "role", a.resp.Role)
-		n.awaitAdmitted(o.Realm)
+		n.awaitAdmitted(caller, o.Realm)
 		return o.Realm, nil
 	}
 	return crdt.RealmID{}, unreachable
@@ -347,11 +348,11 @@ func (n *Node) Accept(ctx context.Context, o *invite.Offer) (crdt.RealmID, error
 // this node to arrive by catch-up from the node that honoured the offer.
 const admittedWait = 5 * time.Second
 
-// awaitAdmitted waits, up to admittedWait, until the realm's ops that
+// awaitAdmitted waits, up to admittedWait or until ctx ends, until the realm's ops that
 // admit this node are here: the realm's start and this node's grant, so
 // that a write right after Accept is allowed. Past that, the realm is
 // joined all the same, and catch-up brings them later.
-func (n *Node) awaitAdmitted(id crdt.RealmID) {
+func (n *Node) awaitAdmitted(ctx context.Context, id crdt.RealmID) {
 	rp, err := n.replica(id)
 	if err != nil {
 		return
@@ -370,6 +371,8 @@ func (n *Node) awaitAdmitted(id crdt.RealmID) {
 		case <-changed:
 		case <-timeout.C:
 			n.log.Info("joined realm before its ops arrived", "realm", id)
+			return
+		case <-ctx.Done():
 			return
 		case <-n.ctx.Done():
 			return

@@ -166,18 +166,21 @@
 // epoch, even if it receives the ops.
 //
 // A member admitted while another admin, not yet aware of it, started an
-// epoch gets that epoch's key neither way. Its realm then wants keys
-// (crdt.Realm.KeysWanted: ops held back for want of one, or a current
-// epoch without one), and the node asks its connected fellow members for
-// them over "/realmsync/keys/1", at most every two seconds: one ask (a
-// version byte, the realm id, a count and up to 16 uint32 epoch numbers)
-// and one answer (a version byte, a uint16 count and up to 64 keys, each
-// its epoch and 32 bytes), over the encrypted stream. Only a node that
-// counts the asker among the realm's members answers; anyone else sees
-// the stream reset. A removed member is refused wherever the new epoch is
-// known, since its revocation comes first in the revoking admin's chain;
-// a member that left could be handed the new key by a node that holds the
-// admin's Epoch op but not yet the leave, a brief window.
+// epoch gets that epoch's key neither way, and its replica holds back the
+// ops sealed in it (crdt.Realm.KeysWanted). The node then asks its
+// connected fellow members for those epochs' keys over
+// "/realmsync/keys/1" (keyask.go: one ask of up to 16 epoch numbers, one
+// answer of up to 64 keys, over the encrypted stream), pausing longer
+// after each round that brings nothing (2 s doubling to 2 min). Only a
+// node that counts the asker a member answers, and only with keys it can
+// vouch for: epoch 0's, and those an Epoch op it holds sealed to it; it
+// holds such an op only with its admin's earlier ops, the revocation the
+// epoch was started for among them, so a revoked member gets nothing
+// (a member that left could, from a node that holds the admin's Epoch op
+// but not yet the leave: a brief window). The asker keeps a key only if
+// it opens an op it holds back (crdt.Realm.KeyOpens), and at most two
+// fetched keys per epoch, so that a rogue member sealing its own ops with
+// made-up keys cannot fill the keyring.
 //
 // # Peers
 //

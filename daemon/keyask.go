@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,23 +26,32 @@ import (
 // neither: its box is missing from the Epoch op, and the admin that
 // admitted it did not have the key yet. Every op sealed in that epoch
 // would wait on it for good, and with each such op the rest of its
-// author's chain. So a member whose realm wants keys
-// (crdt.Realm.KeysWanted) asks its connected fellow members for them,
-// one after the other, at most every keysAskEvery.
+// author's chain. So a member whose realm holds ops back for want of a
+// key (crdt.Realm.KeysWanted) asks its connected fellow members for the
+// keys of those epochs, one member after the other; a round that brings
+// none waits longer before the next (keysAskEvery, doubling up to
+// keysAskMax).
 //
 // The ask is one message: a version byte, the realm id, a count and that
 // many big-endian uint32 epoch numbers (at most maxKeysAsked). A node that
 // holds the realm and counts the asker among its members answers with the
-// keys it has of those epochs: the version byte, a big-endian uint16
-// count (at most maxKeysAnswer), and per key its epoch and its 32 bytes.
-// Anyone else gets no answer: the stream is reset. The keys travel over
-// the libp2p connection, encrypted to the asker's peer key, as in the
-// acceptance response. A member removed by a revocation is refused by
-// every node that holds the new epoch's Epoch op, since the revoking
-// admin writes the revocation first in the same chain. A member that left
-// is refused by every node that holds its Leave; one that holds the
-// Epoch op that followed the leave but not the leave itself, which is
-// rare and brief, would hand it the new key.
+// keys of those epochs that it can vouch for: epoch 0's (which every
+// member received when admitted), and those of later epochs that an
+// Epoch op it holds sealed to it. It holds such an op only with the ops
+// its admin wrote before it, the revocation it was started for among
+// them, so a revoked member is refused wherever the new key could come
+// from. (A member that left is refused once the node holds its leave; one
+// that holds the Epoch op that followed the leave but not yet the leave
+// itself would answer, a brief window.) The answer is the version byte, a
+// big-endian uint16 count (at most maxKeysAnswer), and per key its epoch
+// and its 32 bytes; anyone else gets no answer: the stream is reset. The
+// keys travel over the libp2p connection, encrypted to the asker's peer
+// key, as in the acceptance response.
+//
+// The asker keeps a key only if it opens an op it holds back
+// (crdt.Realm.KeyOpens), and at most maxFetchedPerEpoch of them for an
+// epoch: a rogue member could seal its own ops with made-up keys and hand
+// those out, but not fill the keyring with them.
 const (
 	keysProtocol   = "/realmsync/keys/1"
 	keysVersion    = 1
@@ -51,6 +61,9 @@ const (
 	maxKeysSize    = 1 + 2 + maxKeysAnswer*(4+len(crdt.EpochKey{}))
 	keysTimeout    = 10 * time.Second
 	keysAskEvery   = 2 * time.Second
+	keysAskMax     = 2 * time.Minute
+	// maxFetchedPerEpoch bounds the keys of one epoch kept from asks.
+	maxFetchedPerEpoch = 2
 )
 
 var errKeys = errors.New("bad key message")
@@ -126,7 +139,7 @@ func (n *Node) serveKeys(s network.Stream) {
 	}
 	a, err := decodeKeyAsk(raw)
 	if err != nil {
-		n.log.Info("key ask refused", "peer", from, "err", err)
+		n.log.Debug("key ask refused", "peer", from, "err", err)
 		s.Reset()
 		return
 	}
@@ -135,18 +148,32 @@ func (n *Node) serveKeys(s network.Stream) {
 		s.Reset() // never say what realms are held to a non-member
 		return
 	}
-	keys := answerKeys(rp.ring, a.epochs)
-	n.log.Info("epoch keys handed to a member", "realm", a.realm, "peer", from, "epochs", a.epochs, "keys", len(keys))
+	rp.mu.Lock()
+	keys := answerKeys(rp.r, rp.ring, n.priv, a.epochs)
+	rp.mu.Unlock()
+	n.log.Debug("epoch keys handed to a member", "realm", a.realm, "peer", from, "epochs", a.epochs, "keys", len(keys))
 	s.Write(encodeKeys(keys))
 }
 
-// answerKeys returns the keys ring has of the epochs asked for, as many as
-// an answer holds.
-func answerKeys(ring *keyring, epochs []uint32) []crdt.RealmKey {
+// answerKeys returns the keys of the epochs asked for that this node can
+// vouch for (see keysProtocol), as many as an answer holds: epoch 0's
+// that ring has, and those that Epoch ops r holds sealed to this node.
+// The caller holds the lock of r.
+func answerKeys(r *crdt.Realm, ring *keyring, priv ed25519.PrivateKey, epochs []uint32) []crdt.RealmKey {
 	var keys []crdt.RealmKey
 	for _, e := range epochs {
-		for _, k := range ring.EpochKeys(e) {
-			if len(keys) < maxKeysAnswer {
+		var have []*crdt.EpochKey
+		if e == 0 {
+			have = ring.EpochKeys(0)
+		} else {
+			for _, box := range r.SealedTo(e, ring.self) {
+				if k, err := openKeyBox(priv, box, r.ID(), e); err == nil {
+					have = append(have, k)
+				}
+			}
+		}
+		for _, k := range have {
+			if len(keys) < maxKeysAnswer && !slices.ContainsFunc(keys, func(x crdt.RealmKey) bool { return x.Epoch == e && x.Key == *k }) {
 				keys = append(keys, crdt.RealmKey{Epoch: e, Key: *k})
 			}
 		}
@@ -154,17 +181,37 @@ func answerKeys(ring *keyring, epochs []uint32) []crdt.RealmKey {
 	return keys
 }
 
-// keysToKeep returns the keys of an answer that are of the epochs asked
-// for.
-func keysToKeep(keys []crdt.RealmKey, asked []uint32) []crdt.RealmKey {
-	return slices.DeleteFunc(keys, func(k crdt.RealmKey) bool { return !slices.Contains(asked, k.Epoch) })
+// keysToKeep returns the keys of an answer that r can use and the keyring
+// has room for: of an epoch asked for, opening an op r holds back, at
+// most maxFetchedPerEpoch of an epoch in all. The caller holds the lock
+// of r.
+func keysToKeep(r *crdt.Realm, ring *keyring, keys []crdt.RealmKey, asked []uint32) []crdt.RealmKey {
+	var out []crdt.RealmKey
+	for _, k := range keys {
+		if !slices.Contains(asked, k.Epoch) || !r.KeyOpens(k.Epoch, &k.Key) ||
+			ring.fetchedOf(k.Epoch)+countEpoch(out, k.Epoch) >= maxFetchedPerEpoch {
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+func countEpoch(keys []crdt.RealmKey, e uint32) int {
+	n := 0
+	for _, k := range keys {
+		if k.Epoch == e {
+			n++
+		}
+	}
+	return n
 }
 
 // wantKeysLocked starts asking the connected members for the keys the
-// realm wants, unless an ask is under way or was made within
-// keysAskEvery. The caller holds rp.mu.
+// realm wants, unless an ask is under way or the last one was too recent.
+// The caller holds rp.mu.
 func (rp *replica) wantKeysLocked() {
-	if rp.r.Role(rp.n.self) == crdt.RoleNone || time.Since(rp.keysAsked) < keysAskEvery {
+	if rp.r.Role(rp.n.self) == crdt.RoleNone || time.Since(rp.keysAsked) < rp.keysWait {
 		return
 	}
 	wanted := rp.r.KeysWanted()
@@ -174,48 +221,55 @@ func (rp *replica) wantKeysLocked() {
 	rp.keysAsked = time.Now()
 	rp.n.spawn(func() {
 		defer rp.keysAsking.Store(false)
-		rp.fetchKeys(wanted)
+		kept := rp.fetchKeys(wanted)
+		rp.mu.Lock()
+		if kept {
+			rp.keysWait = keysAskEvery
+		} else {
+			rp.keysWait = min(max(2*rp.keysWait, keysAskEvery), keysAskMax)
+		}
+		rp.mu.Unlock()
 	})
 }
 
 // fetchKeys asks the connected members, one after the other, for the keys
-// of the wanted epochs, and keeps those it gets, until the realm wants
-// none.
-func (rp *replica) fetchKeys(wanted []uint32) {
+// of the wanted epochs, and keeps those it can use, until the realm wants
+// none. It reports whether it kept any.
+func (rp *replica) fetchKeys(wanted []uint32) bool {
 	n := rp.n
-	if len(wanted) > maxKeysAsked {
-		wanted = wanted[:maxKeysAsked]
-	}
+	kept := false
 	for _, id := range n.host.Network().Peers() {
+		if len(wanted) == 0 || n.ctx.Err() != nil {
+			break
+		}
 		if !rp.isMember(id) {
 			continue
 		}
-		keys, err := n.askKeys(id, &keyAsk{realm: rp.id, epochs: wanted})
+		asked := wanted[:min(len(wanted), maxKeysAsked)]
+		keys, err := n.askKeys(id, &keyAsk{realm: rp.id, epochs: asked})
 		if err != nil {
 			n.log.Debug("epoch keys not fetched", "realm", rp.id, "peer", id, "err", err)
 			continue
 		}
-		keys = keysToKeep(keys, wanted)
-		if len(keys) == 0 {
-			continue
-		}
 		b := crdt.NewBatch()
-		rp.ring.put(b, rp.id, keys)
+		rp.mu.Lock()
+		keys = keysToKeep(rp.r, rp.ring, keys, asked)
+		rp.ring.putFetched(b, rp.id, keys)
+		rp.mu.Unlock()
 		if b.Len() > 0 {
 			if err := n.st.Commit(n.ctx, b); err != nil {
 				n.storeFailed(err)
-				return
+				return kept
 			}
-			n.log.Info("epoch keys fetched from a member", "realm", rp.id, "peer", id, "epochs", wanted, "keys", len(keys))
+			kept = true
+			n.log.Info("epoch keys fetched from a member", "realm", rp.id, "peer", id, "epochs", asked, "keys", len(keys))
+			rp.tick() // the ops that waited for them
 		}
-		rp.tick() // the ops that waited for them
 		rp.mu.Lock()
 		wanted = rp.r.KeysWanted()
 		rp.mu.Unlock()
-		if len(wanted) == 0 || n.ctx.Err() != nil {
-			return
-		}
 	}
+	return kept
 }
 
 // askKeys asks member id for keys.

@@ -40,10 +40,11 @@ type keyring struct {
 	self  crdt.PublicKey
 	priv  ed25519.PrivateKey
 
-	mu    sync.Mutex
-	keys  map[uint32][]*crdt.EpochKey
-	n     int
-	fresh []crdt.RealmKey // opened from Epoch ops, not stored yet
+	mu      sync.Mutex
+	keys    map[uint32][]*crdt.EpochKey
+	n       int
+	fresh   []crdt.RealmKey // opened from Epoch ops, not stored yet
+	fetched map[uint32]int  // keys of each epoch that came from a fellow member's answer (keyask.go)
 }
 
 // EpochStarted opens the key of a new epoch sealed to this node, if there
@@ -134,23 +135,51 @@ func (n *Node) loadKeys(realm crdt.RealmID) (*keyring, error) {
 
 // loadKeyring reads the realm's epoch keys from st into a keyring.
 func loadKeyring(st crdt.Storage, realm crdt.RealmID, self crdt.PublicKey, priv ed25519.PrivateKey) (*keyring, error) {
-	k := &keyring{realm: realm, self: self, priv: priv, keys: make(map[uint32][]*crdt.EpochKey)}
+	k := &keyring{realm: realm, self: self, priv: priv, keys: make(map[uint32][]*crdt.EpochKey),
+		fetched: make(map[uint32]int)}
 	prefix := keysPrefix + realm.String() + "/"
 	var bad error
 	err := st.Scan(prefix, "", func(key string, val []byte) bool {
-		epoch, _, _ := strings.Cut(key[len(prefix):], "/")
+		epoch, rest, _ := strings.Cut(key[len(prefix):], "/")
 		num, err := strconv.ParseUint(epoch, 16, 32)
 		if err != nil || len(val) != len(crdt.EpochKey{}) {
 			bad = fmt.Errorf("stored key %s: malformed", key)
 			return false
 		}
-		k.add(crdt.RealmKey{Epoch: uint32(num), Key: crdt.EpochKey(val)})
+		if k.add(crdt.RealmKey{Epoch: uint32(num), Key: crdt.EpochKey(val)}) && strings.HasSuffix(rest, fetchedMark) {
+			k.fetched[uint32(num)]++
+		}
 		return true
 	})
 	if err = errors.Join(err, bad); err != nil {
 		return nil, fmt.Errorf("load keys of realm %s: %w", realm, err)
 	}
 	return k, nil
+}
+
+// fetchedMark ends the storage key of a key that came from a fellow
+// member's answer rather than from the handshake or an Epoch op.
+const fetchedMark = "/fetched"
+
+// putFetched adds keys that came from a fellow member's answer to the
+// keyring, and to the batch that stores them, marked as such.
+func (k *keyring) putFetched(b *crdt.Batch, realm crdt.RealmID, keys []crdt.RealmKey) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, rk := range keys {
+		if k.add(rk) {
+			k.fetched[rk.Epoch]++
+			b.Put(keyKey(realm, rk)+fetchedMark, rk.Key[:])
+		}
+	}
+}
+
+// fetchedOf returns how many keys of epoch e came from fellow members'
+// answers.
+func (k *keyring) fetchedOf(e uint32) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.fetched[e]
 }
 
 // put adds keys to the keyring, and to the batch that stores them.

@@ -265,6 +265,20 @@ func TestKeyFetchedFromMember(t *testing.T) {
 		t.Errorf("c writes in epoch %d, want 1", op.Epoch)
 	}
 
+	// c holds no box in epoch 1's Epoch op: asked by a, it vouches for
+	// epoch 0's key only.
+	keys, err := a.askKeys(c.ID(), &keyAsk{realm: id, epochs: []uint32{0, 1}})
+	if err != nil || len(keys) != 1 || keys[0].Epoch != 0 {
+		t.Errorf("c answers %v (%v), want epoch 0's key alone", keys, err)
+	}
+	// A made-up key that opens nothing held is not kept.
+	rp.mu.Lock()
+	kept := keysToKeep(rp.r, rp.ring, []crdt.RealmKey{{Epoch: 1, Key: crdt.EpochKey{1}}}, []uint32{1})
+	rp.mu.Unlock()
+	if len(kept) != 0 {
+		t.Errorf("a key that opens nothing would be kept")
+	}
+
 	// A stranger who knows the realm id gets no keys.
 	d := nt.add("d", time.Second)
 	connect(t, d, a)

@@ -84,7 +84,7 @@ func (rp *replica) rotateAfterLeaveLocked(res *crdt.Result) {
 // key epoch after a member left; it waits up to twice as long.
 const leaveRotateWait = 500 * time.Millisecond
 
-// rotateKey starts a new key epoch: a fresh key, kept here, and sealed to
+// rotateKey starts a new key epoch: a fresh key, sealed to
 // each member in an Epoch op, so that from now on data is written with a
 // key that whoever left never had.
 func (n *Node) rotateKey(ctx context.Context, id crdt.RealmID) error {
@@ -109,11 +109,11 @@ func (n *Node) rotateKey(ctx context.Context, id crdt.RealmID) error {
 		}
 		body.Keys = append(body.Keys, crdt.SealedKey{Member: m.Key, Box: box})
 	}
-	b := crdt.NewBatch()
-	rp.ring.put(b, id, []crdt.RealmKey{{Epoch: next, Key: key}})
-	if err := n.st.Commit(ctx, b); err != nil {
-		return n.storeFailed(err)
-	}
+	// The key reaches this node's keyring as it reaches everyone's, by
+	// its own box in the op, and is stored with the op: a key kept apart
+	// from it would outlive a crash that lost the op, and a second try
+	// would leave the epoch with a key nobody else ever gets, which this
+	// node might seal with.
 	if _, err := n.Write(ctx, id, body); err != nil {
 		return fmt.Errorf("new key epoch: %w", err)
 	}

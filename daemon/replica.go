@@ -44,10 +44,11 @@ type replica struct {
 	gap     atomic.Pointer[gapSeen]          // the oldest gap not yet pulled
 	durable atomic.Uint64                    // this node's newest op known to be on disk
 
-	joinPulled time.Time   // the last pull for a realm not started; under mu
-	keysAsked  time.Time   // the last ask for epoch keys (keyask.go); under mu
-	keysAsking atomic.Bool // an ask for epoch keys is under way
-	created    time.Time   // when this node started holding the realm
+	joinPulled time.Time     // the last pull for a realm not started; under mu
+	keysAsked  time.Time     // the last ask for epoch keys (keyask.go); under mu
+	keysWait   time.Duration // the least time between two asks; under mu
+	keysAsking atomic.Bool   // an ask for epoch keys is under way
+	created    time.Time     // when this node started holding the realm
 
 	// The objects (chat messages aside) that changed lately, numbered,
 	// for ObjectChanges; under mu.
@@ -158,6 +159,7 @@ func (rp *replica) apply(ops []*crdt.Op, ranged bool) (*crdt.Result, error) {
 		rp.n.log.Warn("equivocation", "realm", rp.id, "author", eq.Held.Author.Short(),
 			"seq", eq.Held.Seq)
 	}
+	rp.ring.store(b) // keys the Epoch ops opened, with the ops
 	if b.Len() > 0 {
 		if _, qerr := rp.n.st.Queue(b); qerr != nil {
 			return res, rp.n.storeFailed(qerr)

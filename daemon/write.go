@@ -117,6 +117,7 @@ func (rp *replica) writeQueuedLocked() {
 		}
 	}
 	rp.r.SignHead(b, rp.n.priv)
+	rp.ring.store(b) // keys an Epoch op written here opened, with the op
 	p, err := rp.n.st.Queue(b)
 	if err != nil {
 		err = rp.n.storeFailed(err)
