@@ -180,12 +180,13 @@ func (r *Realm) KeysWanted() []uint32 {
 }
 
 // KeyOpens reports whether key opens an op held back for want of a key of
-// epoch n: whether it is a key of that epoch that some member really
-// sealed with. (A member can seal its own ops with any key it likes, so a
-// key that opens only its ops proves no more than that.)
-func (r *Realm) KeyOpens(n uint32, key *EpochKey) bool {
+// epoch n that someone other than from wrote: whether a member other than
+// the one who hands the key over sealed with it. (A member can seal its
+// own ops with any key it likes, so a key that opens only the giver's ops
+// proves nothing.)
+func (r *Realm) KeyOpens(n uint32, key *EpochKey, from PublicKey) bool {
 	for _, op := range r.lockedHeads() {
-		if op.Epoch != n {
+		if op.Epoch != n || op.Author == from {
 			continue
 		}
 		sb := op.Body.(*Sealed)

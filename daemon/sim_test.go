@@ -647,8 +647,9 @@ func (n *simNode) tick() {
 	}
 }
 
-// fetchKeys mirrors replica.fetchKeys, asking one member it reaches (and
-// without the growing pause between fruitless asks).
+// fetchKeys mirrors replica.fetchKeys: it asks the members it reaches,
+// one after the other, until the realm wants no key (without the growing
+// pause between fruitless rounds).
 func (n *simNode) fetchKeys(wanted []uint32) {
 	s := n.s
 	var peers []*simNode
@@ -657,11 +658,18 @@ func (n *simNode) fetchKeys(wanted []uint32) {
 			peers = append(peers, p)
 		}
 	}
-	if len(peers) == 0 {
+	s.rng.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	n.askKeysOf(peers, wanted[:min(len(wanted), maxKeysAsked)])
+}
+
+// askKeysOf asks the first of peers for keys, and the next once it has
+// answered, while some are still wanted.
+func (n *simNode) askKeysOf(peers []*simNode, wanted []uint32) {
+	s := n.s
+	if len(peers) == 0 || len(wanted) == 0 || n.r == nil {
 		return
 	}
-	p := peers[s.rng.IntN(len(peers))]
-	wanted = wanted[:min(len(wanted), maxKeysAsked)]
+	p := peers[0]
 	ask := (&keyAsk{realm: s.realm, epochs: wanted}).encode()
 	s.send(n, p, func() {
 		a, err := decodeKeyAsk(ask)
@@ -680,14 +688,15 @@ func (n *simNode) fetchKeys(wanted []uint32) {
 				return
 			}
 			b := crdt.NewBatch()
-			n.ring.putFetched(b, s.realm, keysToKeep(n.r, n.ring, keys, wanted))
+			n.ring.putFetched(b, s.realm, keysToKeep(n.r, n.ring, keys, wanted, p.pub))
 			if b.Len() > 0 {
 				s.stats.keyFetches++
+				n.disk.write(b)
+				n.disk.sync()
+				s.logf("%s keeps keys of epochs %v from %s", n.name, wanted, p.name)
+				n.tick()
 			}
-			n.disk.write(b)
-			n.disk.sync()
-			s.logf("%s gets %d keys of epochs %v from %s", n.name, len(keys), wanted, p.name)
-			n.tick()
+			n.askKeysOf(peers[1:], n.r.KeysWanted())
 		})
 	})
 }
