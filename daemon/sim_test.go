@@ -195,6 +195,13 @@ func (s *sim) send(a, b *simNode, fn func()) {
 }
 
 func (s *sim) run() error {
+	for _, n := range s.nodes {
+		n.skew = s.rng.Int64N(4001) - 2000
+		if s.rng.IntN(8) == 0 { // a clock far off, whose ops others hold
+			n.skew = (crdt.MaxClockSkew + s.rng.Int64N(30_000)) * []int64{-1, 1}[s.rng.IntN(2)]
+		}
+		s.logf("%s: clock %+d ms", n.name, n.skew)
+	}
 	a := s.nodes[0]
 	if err := a.create(); err != nil {
 		return err
@@ -206,11 +213,6 @@ func (s *sim) run() error {
 		s.after(s.rng.Int64N(3)*s.rng.Int64N(5000), func() { s.admit(x, role) })
 	}
 	for _, n := range s.nodes {
-		n.skew = s.rng.Int64N(4001) - 2000
-		if s.rng.IntN(8) == 0 { // a clock far off, whose ops others hold
-			n.skew = (crdt.MaxClockSkew + s.rng.Int64N(30_000)) * []int64{-1, 1}[s.rng.IntN(2)]
-		}
-		s.logf("%s: clock %+d ms", n.name, n.skew)
 		n.startTimers()
 	}
 	busy := 3_000 + s.rng.Int64N(6_000)
