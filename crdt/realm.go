@@ -231,7 +231,13 @@ func (r *Realm) write(b *Batch, priv ed25519.PrivateKey, body Body, wallMs int64
 		if len(keys) == 0 {
 			return nil, nil, fmt.Errorf("write %s: epoch %d: %w", body.Kind(), op.Epoch, ErrNoKey)
 		}
-		if err := op.seal(keys[0]); err != nil {
+		key := keys[0]
+		if c, ok := r.ring.(KeyChooser); ok && op.Epoch == r.acl.epoch {
+			if k := c.SealingKey(op.Epoch, r.acl.keys); k != nil {
+				key = k
+			}
+		}
+		if err := op.seal(key); err != nil {
 			return nil, nil, fmt.Errorf("write %s: %w", body.Kind(), err)
 		}
 	}

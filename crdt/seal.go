@@ -58,6 +58,19 @@ type EpochObserver interface {
 	EpochStarted(e *Epoch)
 }
 
+// A KeyChooser is a Keyring that picks the key Write seals with, given
+// the boxes of the realm's current Epoch op (the one that counts, when
+// two admins started the epoch): the key sealed there to this node, which
+// every member that op knew of can open too. An epoch can have other keys
+// (another admin's Epoch op of the same number, which a demotion may have
+// voided, or a key fetched from a fellow member): sealing with one of
+// those would leave some members unable to read the op. Without a
+// KeyChooser, or when it returns nil, Write seals with the first key of
+// the epoch.
+type KeyChooser interface {
+	SealingKey(epoch uint32, sealed []SealedKey) *EpochKey
+}
+
 // isData reports whether ops of kind k write objects: the kinds that are
 // sealed.
 func isData(k Kind) bool {
@@ -180,13 +193,12 @@ func (r *Realm) KeysWanted() []uint32 {
 }
 
 // KeyOpens reports whether key opens an op held back for want of a key of
-// epoch n that someone other than from wrote: whether a member other than
-// the one who hands the key over sealed with it. (A member can seal its
-// own ops with any key it likes, so a key that opens only the giver's ops
-// proves nothing.)
-func (r *Realm) KeyOpens(n uint32, key *EpochKey, from PublicKey) bool {
+// epoch n: whether some member sealed with it. (A member can seal its own
+// ops with a key it made up, so that proves the key is of use, not that
+// an Epoch op gave it.)
+func (r *Realm) KeyOpens(n uint32, key *EpochKey) bool {
 	for _, op := range r.lockedHeads() {
-		if op.Epoch != n || op.Author == from {
+		if op.Epoch != n {
 			continue
 		}
 		sb := op.Body.(*Sealed)

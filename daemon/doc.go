@@ -178,10 +178,12 @@
 // epoch was started for among them, so a revoked member gets nothing
 // (a member that left could, from a node that holds the admin's Epoch op
 // but not yet the leave: a brief window). The asker keeps a key only if
-// it opens an op it holds back that the answering member did not write
-// (crdt.Realm.KeyOpens), and at most two fetched keys per epoch, so that
-// a rogue member sealing its own ops with made-up keys cannot pass them
-// off as real, nor fill the keyring.
+// it opens an op it holds back (crdt.Realm.KeyOpens), and at most two
+// fetched keys per epoch, so that a rogue member sealing its own ops with
+// made-up keys cannot fill the keyring; a node seals its writes with the
+// key that the realm's current Epoch op seals to it, when there is one
+// (crdt.KeyChooser), so a key from elsewhere is used only by a member
+// that op did not know of.
 //
 // # Peers
 //

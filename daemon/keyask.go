@@ -48,12 +48,12 @@ import (
 // keys travel over the libp2p connection, encrypted to the asker's peer
 // key, as in the acceptance response.
 //
-// The asker keeps a key only if it opens an op it holds back that the
-// answering member did not write (crdt.Realm.KeyOpens), and at most
-// maxFetchedPerEpoch of them for an epoch: a rogue member can seal its own
-// ops with made-up keys, but not have them taken for real ones, unless
-// another rogue member seals with them too, nor fill the keyring with
-// them.
+// The asker keeps a key only if it opens an op it holds back
+// (crdt.Realm.KeyOpens), and at most maxFetchedPerEpoch of them for an
+// epoch: a rogue member can seal its own ops with made-up keys and hand
+// those out, but not fill the keyring with them; and a node seals its own
+// writes with the key its current Epoch op gives it (crdt.KeyChooser),
+// not with a fetched one, when it has a box there.
 const (
 	keysProtocol   = "/realmsync/keys/1"
 	keysVersion    = 1
@@ -183,14 +183,14 @@ func answerKeys(r *crdt.Realm, ring *keyring, priv ed25519.PrivateKey, epochs []
 	return keys
 }
 
-// keysToKeep returns the keys of an answer from member from that r can
-// use and the keyring has room for: of an epoch asked for, opening an op
-// r holds back that from did not write, at most maxFetchedPerEpoch of an
-// epoch in all. The caller holds the lock of r.
-func keysToKeep(r *crdt.Realm, ring *keyring, keys []crdt.RealmKey, asked []uint32, from crdt.PublicKey) []crdt.RealmKey {
+// keysToKeep returns the keys of an answer that r can use and the keyring
+// has room for: of an epoch asked for, opening an op r holds back, at
+// most maxFetchedPerEpoch of an epoch in all. The caller holds the lock
+// of r.
+func keysToKeep(r *crdt.Realm, ring *keyring, keys []crdt.RealmKey, asked []uint32) []crdt.RealmKey {
 	var out []crdt.RealmKey
 	for _, k := range keys {
-		if !slices.Contains(asked, k.Epoch) || !r.KeyOpens(k.Epoch, &k.Key, from) ||
+		if !slices.Contains(asked, k.Epoch) || !r.KeyOpens(k.Epoch, &k.Key) ||
 			ring.fetchedOf(k.Epoch)+countEpoch(out, k.Epoch) >= maxFetchedPerEpoch {
 			continue
 		}
@@ -253,10 +253,9 @@ func (rp *replica) fetchKeys(wanted []uint32) bool {
 			n.log.Debug("epoch keys not fetched", "realm", rp.id, "peer", id, "err", err)
 			continue
 		}
-		from, _ := authorOf(id)
 		b := crdt.NewBatch()
 		rp.mu.Lock()
-		keys = keysToKeep(rp.r, rp.ring, keys, asked, from)
+		keys = keysToKeep(rp.r, rp.ring, keys, asked)
 		rp.ring.putFetched(b, rp.id, keys)
 		rp.mu.Unlock()
 		if b.Len() > 0 {

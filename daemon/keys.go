@@ -33,8 +33,8 @@ const keysPrefix = "keys/"
 // maxEpochs bounds the keys of one realm that a node keeps and hands over.
 const maxEpochs = invite.MaxKeys
 
-// keyring is a replica's epoch keys; it implements crdt.Keyring and
-// crdt.EpochObserver.
+// keyring is a replica's epoch keys; it implements crdt.Keyring,
+// crdt.EpochObserver and crdt.KeyChooser.
 type keyring struct {
 	realm crdt.RealmID
 	self  crdt.PublicKey
@@ -45,6 +45,11 @@ type keyring struct {
 	n       int
 	fresh   []crdt.RealmKey // opened from Epoch ops, not stored yet
 	fetched map[uint32]int  // keys of each epoch that came from a fellow member's answer (keyask.go)
+	sealing struct {        // the last key SealingKey found, by its box
+		box   string
+		epoch uint32
+		key   *crdt.EpochKey
+	}
 }
 
 // EpochStarted opens the key of a new epoch sealed to this node, if there
@@ -82,6 +87,27 @@ func (k *keyring) EpochKeys(n uint32) []*crdt.EpochKey {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.keys[n]
+}
+
+// SealingKey implements crdt.KeyChooser: the key that sealed, the boxes
+// of the realm's current Epoch op, give this node, if it holds it. The
+// box is opened once; the key is remembered by the box.
+func (k *keyring) SealingKey(epoch uint32, sealed []crdt.SealedKey) *crdt.EpochKey {
+	i := slices.IndexFunc(sealed, func(s crdt.SealedKey) bool { return s.Member == k.self })
+	if i < 0 {
+		return nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.sealing.epoch == epoch && k.sealing.box == string(sealed[i].Box) { // no copy made
+		return k.sealing.key
+	}
+	key, err := openKeyBox(k.priv, sealed[i].Box, k.realm, epoch)
+	if err != nil || !slices.ContainsFunc(k.keys[epoch], func(have *crdt.EpochKey) bool { return *have == *key }) {
+		return nil
+	}
+	k.sealing.box, k.sealing.epoch, k.sealing.key = string(sealed[i].Box), epoch, key
+	return key
 }
 
 // all returns every key, in epoch order.

@@ -273,7 +273,7 @@ func TestKeyFetchedFromMember(t *testing.T) {
 	}
 	// A made-up key that opens nothing held is not kept.
 	rp.mu.Lock()
-	kept := keysToKeep(rp.r, rp.ring, []crdt.RealmKey{{Epoch: 1, Key: crdt.EpochKey{1}}}, []uint32{1}, a.Author())
+	kept := keysToKeep(rp.r, rp.ring, []crdt.RealmKey{{Epoch: 1, Key: crdt.EpochKey{1}}}, []uint32{1})
 	rp.mu.Unlock()
 	if len(kept) != 0 {
 		t.Errorf("a key that opens nothing would be kept")

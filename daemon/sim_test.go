@@ -690,7 +690,7 @@ func (n *simNode) askKeysOf(peers []*simNode, wanted []uint32) {
 				return
 			}
 			b := crdt.NewBatch()
-			n.ring.putFetched(b, s.realm, keysToKeep(n.r, n.ring, keys, wanted, p.pub))
+			n.ring.putFetched(b, s.realm, keysToKeep(n.r, n.ring, keys, wanted))
 			if b.Len() > 0 {
 				s.stats.keyFetches++
 				n.disk.write(b)
