@@ -142,7 +142,9 @@
 // there (an epoch can have two keys when two admins start it at once, and
 // the second may come with a later range). KeysWanted names the epochs
 // whose keys such held ops wait for, and KeyOpens tells whether a key
-// from elsewhere opens one of them. A keyring that is also an
+// from elsewhere opens one of them. Write seals with the first key of the
+// epoch, or with the one a keyring that is a KeyChooser picks from the
+// boxes of the current Epoch op. A keyring that is also an
 // EpochObserver hears of each Epoch op as it is stored. Stored ops keep
 // their sealed encoding; the materialised state is in the clear, on the
 // member's own disk.

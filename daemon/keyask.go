@@ -26,7 +26,8 @@ import (
 // neither: its box is missing from the Epoch op, and the admin that
 // admitted it did not have the key yet. Every op sealed in that epoch
 // would wait on it for good, and with each such op the rest of its
-// author's chain. So a member whose realm holds ops back for want of a
+// author's chain (its own grant, it may be, so that it cannot even tell
+// it is a member). So a node whose replica holds ops back for want of a
 // key (crdt.Realm.KeysWanted) asks its connected fellow members for the
 // keys of those epochs, one member after the other; a round that brings
 // none waits longer before the next (keysAskEvery, doubling up to
@@ -213,7 +214,10 @@ func countEpoch(keys []crdt.RealmKey, e uint32) int {
 // realm wants, unless an ask is under way or the last one was too recent.
 // The caller holds rp.mu.
 func (rp *replica) wantKeysLocked() {
-	if rp.r.Role(rp.n.self) == crdt.RoleNone || time.Since(rp.keysAsked) < rp.keysWait {
+	// Whether this node is a member is not asked: the grant that admits it
+	// may itself wait behind an op it lacks the key of. The members it
+	// asks decide.
+	if time.Since(rp.keysAsked) < rp.keysWait {
 		return
 	}
 	wanted := rp.r.KeysWanted()

@@ -641,7 +641,7 @@ func (n *simNode) tick() {
 			n.wantPull(g.from, false)
 		}
 	}
-	if n.admitted && n.r.Role(n.pub) != crdt.RoleNone && s.now-n.keysAt >= simKeysEvery {
+	if n.admitted && s.now-n.keysAt >= simKeysEvery {
 		if wanted := n.r.KeysWanted(); len(wanted) > 0 {
 			n.keysAt = s.now
 			n.fetchKeys(wanted)
