@@ -151,17 +151,7 @@ func (op *Op) open(keys []*EpochKey) error {
 	if !ok {
 		return nil
 	}
-	ad := op.sealedAD(sb.Inner)
-	var plain []byte
-	for _, key := range keys {
-		aead, err := chacha20poly1305.NewX(key[:])
-		if err != nil {
-			return err
-		}
-		if plain, err = aead.Open(nil, sb.Nonce[:], sb.Box, ad); err == nil {
-			break
-		}
-	}
+	plain := op.unseal(sb, keys)
 	if plain == nil {
 		return fmt.Errorf("op %s: %w: the sealed body does not open", op, ErrMalformed)
 	}
@@ -173,6 +163,22 @@ func (op *Op) open(keys []*EpochKey) error {
 		return fmt.Errorf("op %s: sealed body: %w", op, err)
 	}
 	op.Body = body
+	return nil
+}
+
+// unseal returns the plain body inside sb, op's sealed body, under the
+// first of keys that opens it, or nil if none does. It leaves op as it is.
+func (op *Op) unseal(sb *Sealed, keys []*EpochKey) []byte {
+	ad := op.sealedAD(sb.Inner)
+	for _, key := range keys {
+		aead, err := chacha20poly1305.NewX(key[:])
+		if err != nil {
+			continue // a key of the right size always makes one
+		}
+		if plain, err := aead.Open(nil, sb.Nonce[:], sb.Box, ad); err == nil {
+			return plain
+		}
+	}
 	return nil
 }
 
@@ -198,15 +204,7 @@ func (r *Realm) KeysWanted() []uint32 {
 // an Epoch op gave it.)
 func (r *Realm) KeyOpens(n uint32, key *EpochKey) bool {
 	for _, op := range r.lockedHeads() {
-		if op.Epoch != n {
-			continue
-		}
-		sb := op.Body.(*Sealed)
-		aead, err := chacha20poly1305.NewX(key[:])
-		if err != nil {
-			return false
-		}
-		if _, err := aead.Open(nil, sb.Nonce[:], sb.Box, op.sealedAD(sb.Inner)); err == nil {
+		if op.Epoch == n && op.unseal(op.Body.(*Sealed), []*EpochKey{key}) != nil {
 			return true
 		}
 	}

@@ -190,24 +190,16 @@ func answerKeys(r *crdt.Realm, ring *keyring, priv ed25519.PrivateKey, epochs []
 // of r.
 func keysToKeep(r *crdt.Realm, ring *keyring, keys []crdt.RealmKey, asked []uint32) []crdt.RealmKey {
 	var out []crdt.RealmKey
+	taken := make(map[uint32]int)
 	for _, k := range keys {
 		if !slices.Contains(asked, k.Epoch) || !r.KeyOpens(k.Epoch, &k.Key) ||
-			ring.fetchedOf(k.Epoch)+countEpoch(out, k.Epoch) >= maxFetchedPerEpoch {
+			ring.fetchedOf(k.Epoch)+taken[k.Epoch] >= maxFetchedPerEpoch {
 			continue
 		}
+		taken[k.Epoch]++
 		out = append(out, k)
 	}
 	return out
-}
-
-func countEpoch(keys []crdt.RealmKey, e uint32) int {
-	n := 0
-	for _, k := range keys {
-		if k.Epoch == e {
-			n++
-		}
-	}
-	return n
 }
 
 // wantKeysLocked starts asking the connected members for the keys the

@@ -159,11 +159,8 @@ func (rp *replica) apply(ops []*crdt.Op, ranged bool) (*crdt.Result, error) {
 		rp.n.log.Warn("equivocation", "realm", rp.id, "author", eq.Held.Author.Short(),
 			"seq", eq.Held.Seq)
 	}
-	rp.ring.store(b) // keys the Epoch ops opened, with the ops
-	if b.Len() > 0 {
-		if _, qerr := rp.n.st.Queue(b); qerr != nil {
-			return res, rp.n.storeFailed(qerr)
-		}
+	if _, qerr := rp.queueLocked(b); qerr != nil {
+		return res, qerr
 	}
 	if res != nil {
 		rp.changedLocked(res)
@@ -203,11 +200,8 @@ func (rp *replica) tick() {
 	defer rp.mu.Unlock()
 	b := crdt.NewBatch()
 	res := rp.r.Tick(b, rp.n.nowMs())
-	if b.Len() > 0 {
-		if _, err := rp.n.st.Queue(b); err != nil {
-			rp.n.storeFailed(err)
-			return
-		}
+	if _, err := rp.queueLocked(b); err != nil {
+		return
 	}
 	rp.changedLocked(res)
 	rp.pullToJoinLocked()
@@ -265,7 +259,6 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 	if len(rp.objLog) > objLogSize {
 		rp.objLog = append(rp.objLog[:0], rp.objLog[len(rp.objLog)-objLogSize:]...)
 	}
-	rp.takeKeysLocked()
 	rp.rotateAfterLeaveLocked(res)
 	if res.Members {
 		added, removed := rp.refreshMembers()
@@ -276,17 +269,21 @@ func (rp *replica) changedLocked(res *crdt.Result) {
 	}
 }
 
-// takeKeysLocked stores the epoch keys that the keyring opened from the
-// Epoch ops just stored. The caller holds rp.mu.
-func (rp *replica) takeKeysLocked() {
-	b := crdt.NewBatch()
+// queueLocked hands the batch of an engine call to the store, with the
+// epoch keys the keyring opened from the Epoch ops the call stored, so
+// that a key is on disk exactly when its op is. An empty batch is not
+// queued (nil, nil). A failed queue fails the node (storeFailed). The
+// caller holds rp.mu.
+func (rp *replica) queueLocked(b *crdt.Batch) (*store.Pending, error) {
 	rp.ring.store(b)
 	if b.Len() == 0 {
-		return
+		return nil, nil
 	}
-	if _, err := rp.n.st.Queue(b); err != nil {
-		rp.n.storeFailed(err)
+	p, err := rp.n.st.Queue(b)
+	if err != nil {
+		return nil, rp.n.storeFailed(err)
 	}
+	return p, nil
 }
 
 func (rp *replica) changed() <-chan struct{} {

@@ -420,12 +420,13 @@ func (s *sim) check() error {
 				s.vv(n), s.vv(a), n.r.Missing())
 		}
 	}
+	cut := s.cutOff(a)
 	refs := slices.SortedFunc(maps.Keys(s.acked), func(x, y simRef) int {
 		return cmp.Or(bytes.Compare(x.author[:], y.author[:]), cmp.Compare(x.seq, y.seq))
 	})
 	for _, ref := range refs {
 		hash := s.acked[ref]
-		if s.cutOff(a, ref) {
+		if cut(ref) {
 			continue // without effect, so replicas may or may not keep it
 		}
 		op, err := a.r.Op(ref.author, ref.seq)
@@ -444,25 +445,31 @@ func (s *sim) check() error {
 	return nil
 }
 
-// cutOff reports, from what n holds, whether a membership op took away
-// the effect of op ref: a revocation that kept only the ops before it, or
-// a grant that admitted the author again from a later seq. (Ops of an
-// author who is not a member at the end, whose grant a demotion of its
-// admin voided, say, may be missing too.)
-func (s *sim) cutOff(n *simNode, ref simRef) bool {
-	cut := false
+// cutOff returns, from what n holds, a test of whether a membership op
+// took away the effect of an op: a revocation that kept only the ops
+// before it, or a grant that admitted the author again from a later seq.
+// (Ops of an author who is not a member at the end, whose grant a
+// demotion of its admin voided, say, may be missing too.)
+func (s *sim) cutOff(n *simNode) func(simRef) bool {
+	kept := make(map[crdt.PublicKey]uint64) // the lowest LastSeq a revocation of each member kept
+	from := make(map[crdt.PublicKey]uint64) // the highest seq a grant of each member started from
 	for author := range n.r.VersionVector() {
 		n.r.Ops(author, 1, func(op *crdt.Op) bool {
 			switch b := op.Body.(type) {
 			case *crdt.Revoke:
-				cut = cut || b.Member == ref.author && ref.seq > b.LastSeq
+				if last, ok := kept[b.Member]; !ok || b.LastSeq < last {
+					kept[b.Member] = b.LastSeq
+				}
 			case *crdt.Grant:
-				cut = cut || b.Member == ref.author && ref.seq < b.FromSeq
+				from[b.Member] = max(from[b.Member], b.FromSeq)
 			}
-			return !cut
+			return true
 		})
 	}
-	return cut || n.r.Role(ref.author) == crdt.RoleNone
+	return func(ref simRef) bool {
+		last, revoked := kept[ref.author]
+		return revoked && ref.seq > last || ref.seq < from[ref.author] || n.r.Role(ref.author) == crdt.RoleNone
+	}
 }
 
 func (s *sim) name(k crdt.PublicKey) string {

@@ -117,11 +117,7 @@ func (rp *replica) writeQueuedLocked() {
 		}
 	}
 	rp.r.SignHead(b, rp.n.priv)
-	rp.ring.store(b) // keys an Epoch op written here opened, with the op
-	p, err := rp.n.st.Queue(b)
-	if err != nil {
-		err = rp.n.storeFailed(err)
-	}
+	p, err := rp.queueLocked(b)
 	var out []outgoing
 	var ops []*crdt.Op
 	for _, req := range group {
